@@ -1,0 +1,44 @@
+/*
+ * api.h - the HTTP API of section 1 and 5 of API.md: submit, poll, models,
+ * health. Handlers validate (validate.h), write through the writer, and
+ * answer only after the commit that holds the job.
+ *
+ * Threads: loop thread only.
+ */
+#ifndef SLOWLANE_API_H
+#define SLOWLANE_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slowlane/http.h"
+#include "slowlane/sched.h"
+#include "slowlane/store.h"
+#include "slowlane/writer.h"
+
+struct api_opts {
+	uint64_t job_ttl_ms;       /* unfinished jobs end Failed after this */
+	const char *const *keys;   /* API keys (NULL-terminated); none = open */
+	const char *const *models; /* listed by /v1/models (NULL-terminated) */
+	bool restrict_models;      /* refuse models not in `models` (404) */
+	const char *backend_name;  /* "load-test" or the upstream URL */
+};
+
+struct api;
+
+/* Creates the API. Keys are hashed at once; `o` need not outlive it.
+ * Returns 0 or -ENOMEM. */
+int api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_opts *o,
+    struct api **out);
+/* The route table (static). */
+const struct http_route *api_routes(size_t *n);
+/* Submits answered, for the log at shutdown. */
+uint64_t api_submitted(const struct api *a);
+/* api_free(NULL) is a no-op. */
+void api_free(struct api *a);
+
+/* The tenant id of an API key: hex of the first 8 bytes of its SHA-256. */
+void api_key_tenant(const char *key, char out[JOB_TENANT_LEN + 1]);
+
+#endif

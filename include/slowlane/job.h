@@ -1,0 +1,101 @@
+/*
+ * job.h - the job record: its fields, its states, the transitions between
+ * them, and its on-disk encoding. Pure: no I/O, "now" is always an argument.
+ *
+ * A job moves Queued -> In Progress -> Success | Failed, and In Progress ->
+ * Queued again for a retry or after a crash. Each state implies exactly which
+ * store indexes hold the job (job_in_ready() and friends); store.c keeps the
+ * indexes in step with that one rule.
+ */
+#ifndef SLOWLANE_JOB_H
+#define SLOWLANE_JOB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slowlane/util.h"
+
+enum job_state {
+	JOB_QUEUED = 0,
+	JOB_IN_PROGRESS = 1,
+	JOB_SUCCESS = 2,
+	JOB_FAILED = 3,
+};
+#define JOB_STATE_COUNT 4
+
+enum job_kind {
+	JOB_CHAT = 0,       /* /chat/completions */
+	JOB_COMPLETION = 1, /* /completions */
+};
+
+enum {
+	JOB_F_METADATA = 1, /* request body has "metadata": strip before sending */
+};
+
+#define JOB_MODEL_MAX 255   /* longer model names are refused at submit */
+#define JOB_MESSAGE_MAX 511 /* state messages are truncated to this */
+#define JOB_TENANT_LEN 16   /* hex of the first 8 bytes of SHA-256(key) */
+
+struct job {
+	char id[SL_ID_LEN + 1];
+	uint8_t state;  /* enum job_state */
+	uint8_t kind;   /* enum job_kind */
+	uint8_t flags;  /* JOB_F_* */
+	uint16_t http_status;   /* last upstream HTTP status; 0 = none yet */
+	uint32_t attempts;      /* upstream calls started so far */
+	uint64_t attempt_id;    /* fences results: only the current attempt's
+	                           answer may change the job; 0 = none */
+	uint64_t created_ms;    /* Unix ms of the durable submit */
+	uint64_t dispatched_ms; /* last claim; 0 = never */
+	uint64_t finished_ms;   /* Success/Failed time; 0 = unfinished */
+	uint64_t expires_ms;    /* ends Failed if unfinished by then */
+	uint64_t not_before_ms; /* Queued: due time (retry backoff) */
+	uint64_t lease_ms;      /* In Progress: attempt deadline */
+	char tenant[JOB_TENANT_LEN + 1]; /* "" = no API keys configured */
+	char model[JOB_MODEL_MAX + 1];
+	char message[JOB_MESSAGE_MAX + 1]; /* stateMessage */
+};
+
+/* "Queued", "In Progress", "Success", "Failed"; "?" for a bad value. */
+const char *job_state_name(int state);
+/* True for Success and Failed: the job will not change again by itself. */
+bool job_is_final(int state);
+
+/* Which indexes a job in this state belongs to (the one rule of the schema). */
+static inline bool job_in_ready(const struct job *j) { return j->state == JOB_QUEUED; }
+static inline bool job_in_inflight(const struct job *j) { return j->state == JOB_IN_PROGRESS; }
+static inline bool job_in_expiry(const struct job *j) { return !job_is_final(j->state); }
+
+/* Sets state and message (truncated, formatted). */
+void job_set_message(struct job *j, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Transitions. Each checks the current state and returns SL_ESTALE (job
+ * unchanged) if the transition is not allowed from it. */
+
+/* Queued -> In Progress: new attempt `attempt_id`, lease until `lease_ms`. */
+int job_claim(struct job *j, uint64_t now_ms, uint64_t attempt_id, uint64_t lease_ms);
+/* In Progress (attempt `attempt_id`) -> Queued, due at `not_before_ms`. */
+int job_retry(struct job *j, uint64_t attempt_id, uint64_t not_before_ms);
+/* In Progress (any attempt) -> Queued, due at `not_before_ms`: crash
+ * recovery and shutdown give the job back without counting a failure. */
+int job_release(struct job *j, uint64_t not_before_ms);
+/* In Progress (attempt `attempt_id`) -> Success or Failed. */
+int job_finish(struct job *j, uint64_t attempt_id, bool success, uint64_t now_ms);
+/* Queued or In Progress -> Failed, whatever the attempt (expiry, cancel). */
+int job_end(struct job *j, uint64_t now_ms);
+
+/* ---- encoding ---- */
+
+#define JOB_FORMAT 1 /* first byte of every encoded record */
+#define JOB_ENCODED_MAX 1024
+
+/* Encodes into out[JOB_ENCODED_MAX] with a trailing CRC-32; returns the
+ * length. */
+size_t job_encode(const struct job *j, unsigned char *out);
+/* Decodes a record (id is not in the record: the caller passes the key).
+ * Returns 0, or SL_ECORRUPT (bad CRC, truncated, unknown format). */
+int job_decode(const char *id, const void *data, size_t len, struct job *out);
+
+#endif

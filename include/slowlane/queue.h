@@ -1,0 +1,75 @@
+/*
+ * queue.h - the job lifecycle as store transactions: insert, claim, complete,
+ * expire, recover, cancel, requeue. Each function works inside a write
+ * transaction the caller owns (the daemon's writer thread, or slowlanectl),
+ * reads the job, applies a job.h transition and writes it back with its
+ * indexes. Pure of I/O other than the store; "now" is an argument.
+ */
+#ifndef SLOWLANE_QUEUE_H
+#define SLOWLANE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "slowlane/job.h"
+#include "slowlane/store.h"
+
+/* Stores a new job (state must be Queued) and its request body.
+ * Returns 0, SL_EFULL or SL_ESTORE. */
+int queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len);
+
+/* Called for each claimed job; `body` is valid only during the call.
+ * Returning non-zero stops the claim (the job is still claimed). */
+typedef int (*queue_claim_fn)(void *arg, const struct job *j, const void *body, size_t len);
+
+/* Moves up to `max` due Queued jobs to In Progress, each with a fresh random
+ * attempt id and a lease ending at now + lease_ms. *claimed gets the count,
+ * *next_due_ms the due time of the next Queued job (UINT64_MAX if none). */
+int queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
+    queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms);
+
+enum queue_verdict { QUEUE_SUCCESS, QUEUE_FAIL, QUEUE_RETRY };
+
+struct queue_outcome {
+	enum queue_verdict verdict;
+	uint64_t not_before_ms; /* QUEUE_RETRY: due time */
+	uint16_t http_status;   /* upstream's, 0 if none */
+	const char *message;    /* the new stateMessage */
+	const void *response;   /* JSON to keep as the result, or NULL */
+	size_t response_len;
+};
+
+/* Applies the outcome of attempt `attempt_id` of job `id`. Returns 0;
+ * SL_ESTALE if the job is no longer on that attempt (expired, cancelled,
+ * recovered: the result is dropped); SL_ENOTFOUND; store errors. */
+int queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms,
+    const struct queue_outcome *o);
+
+/* Ends every unfinished job whose expiry is due (up to `max`), Failed with
+ * an "expired" message. For each, `cb` (may be NULL) learns the id and
+ * whether it was In Progress. *n gets the count, *next_ms the next expiry. */
+int queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
+    void (*cb)(void *arg, const char *id, bool was_in_progress), void *arg,
+    size_t *n, uint64_t *next_ms);
+
+/* Puts up to `max` In Progress jobs back to Queued (crash recovery at
+ * startup: O(in flight), never a scan of all jobs). *n gets the count;
+ * call again until it is 0. */
+int queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n);
+
+/* Puts job `id` back to Queued if it is still on attempt `attempt_id`
+ * (clean shutdown). Returns 0 or SL_ESTALE. */
+int queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms);
+
+/* Ends a Queued or In Progress job as Failed with `message`. Returns 0,
+ * SL_ENOTFOUND, or SL_ESTALE if it had already ended. */
+int queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *message);
+
+/* Puts an ended job back to Queued with a fresh expiry (now + ttl_ms) and
+ * zero attempts; its old result is dropped. A Success job needs `force`.
+ * Returns 0, SL_ENOTFOUND, SL_ESTALE (not ended, or Success without force). */
+int queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl_ms,
+    bool force);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * writer.h - the writer thread: group commit for the whole daemon.
+ *
+ * The loop thread hands it operations (struct wr_op, embedded in the
+ * caller's own struct). The writer takes every operation queued so far,
+ * applies them all inside one write transaction,
+ * commits once with a sync, and hands the batch back to the loop thread,
+ * where each op's `done` runs. So many submits share one fsync, a sync never
+ * stalls the loop, and nothing is acknowledged before the commit holding it
+ * has returned.
+ */
+#ifndef SLOWLANE_WRITER_H
+#define SLOWLANE_WRITER_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "slowlane/store.h"
+
+struct wr_op;
+
+struct wr_op {
+	/* Runs on the writer thread inside the batch's write transaction.
+	 * Returns 0, or a "soft" error (SL_ENOTFOUND, SL_ESTALE, SL_EINVAL)
+	 * only before it has written anything; any other error
+	 * takes the op out of the batch, which is then applied again without
+	 * it. So apply may run more than once: reset outputs at its start.
+	 * Must not touch loop-thread state. */
+	int (*apply)(struct store_txn *t, struct wr_op *op);
+	/* Runs on the loop thread after the batch's commit returned; op->rc
+	 * is apply's result, or the commit's error if the commit failed. The
+	 * writer does not touch `op` after calling it: done may free it. */
+	void (*done)(struct wr_op *op);
+	int rc;
+	struct wr_op *next; /* writer's own link */
+};
+
+struct writer_stats {
+	uint64_t commits; /* synced transactions */
+	uint64_t ops;     /* operations applied */
+};
+
+struct writer;
+
+/* Starts the writer thread on `st`, reporting to `loop`. Returns 0 or
+ * -errno. */
+int writer_start(struct writer **out, struct store *st, struct ev_loop *loop);
+/* Queues an op (loop thread only). It will be applied in a later commit. */
+void writer_submit(struct writer *w, struct wr_op *op);
+/* Number of ops submitted whose `done` has not yet run (loop thread). */
+unsigned writer_pending(const struct writer *w);
+/* Reads counters (approximate; any thread). */
+void writer_get_stats(const struct writer *w, struct writer_stats *out);
+/* Applies what is queued, runs the last `done`s, stops the thread and frees
+ * the writer (loop thread; the loop need not be running). */
+void writer_stop(struct writer *w);
+
+#endif

@@ -1,0 +1,485 @@
+/*
+ * http.c - libmicrohttpd inside the libev loop (see http.h).
+ *
+ * Integration (NOTES.md, MHD's suspend_resume_epoll example): MHD runs with
+ * MHD_USE_EPOLL and no thread; an ev_io watches its epoll fd and an
+ * ev_timer follows MHD_get_timeout(). A handler that does not answer at
+ * once leaves its connection suspended; http_reply() queues the request on
+ * `resume`, and the ev_prepare watcher resumes those connections and runs
+ * MHD before the loop blocks again.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "slowlane/common.h"
+#include "slowlane/http.h"
+#include "slowlane/log.h"
+#include "slowlane/util.h"
+
+#define MAX_EXTRA_HEADERS 4
+
+struct http_server {
+	struct ev_loop *loop;
+	struct MHD_Daemon *mhd;
+	ev_io io;          /* MHD's epoll fd */
+	ev_timer timer;    /* MHD's timeout */
+	ev_prepare prep;   /* resumes answered requests */
+	const struct http_route *routes;
+	size_t n_routes;
+	void *ctx;
+	struct http_opts o;
+	uint16_t port;
+	struct http_req *resume; /* answered while suspended */
+	unsigned suspended;
+};
+
+enum req_phase {
+	REQ_READING,   /* collecting the body */
+	REQ_SUSPENDED, /* handler answers later */
+	REQ_ANSWERED,  /* response ready to queue */
+	REQ_QUEUED,    /* handed to MHD */
+};
+
+struct http_req {
+	struct http_server *srv;
+	struct MHD_Connection *conn;
+	const char *method, *path; /* MHD's, valid for the request */
+	struct sl_buf body;
+	bool too_big;
+	enum req_phase phase;
+	const char *captures[HTTP_MAX_CAPTURES];
+	char *path_copy;           /* captures point into this */
+	void *data;
+	/* the answer */
+	int status;
+	const char *content_type;
+	char *resp;
+	size_t resp_len;
+	char *hdr[MAX_EXTRA_HEADERS][2];
+	unsigned n_hdr;
+	struct http_req *next_resume;
+};
+
+static void http_run(struct http_server *srv);
+
+/* ---- request accessors ---- */
+
+const char *http_req_method(const struct http_req *r) { return r->method; }
+const char *http_req_path(const struct http_req *r) { return r->path; }
+void http_req_set_data(struct http_req *r, void *data) { r->data = data; }
+void *http_req_data(const struct http_req *r) { return r->data; }
+
+const char *
+http_req_capture(const struct http_req *r, unsigned i)
+{
+	return i < HTTP_MAX_CAPTURES ? r->captures[i] : NULL;
+}
+
+const char *
+http_req_header(const struct http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+http_req_query(const struct http_req *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *
+http_req_body(const struct http_req *r, size_t *len)
+{
+	if (len)
+		*len = r->body.len;
+	return r->body.data ? r->body.data : "";
+}
+
+/* ---- answers ---- */
+
+void
+http_add_header(struct http_req *r, const char *name, const char *value)
+{
+	if (r->n_hdr >= MAX_EXTRA_HEADERS)
+		return;
+	r->hdr[r->n_hdr][0] = strdup(name);
+	r->hdr[r->n_hdr][1] = strdup(value);
+	r->n_hdr++;
+}
+
+void
+http_reply(struct http_req *r, int status, const char *content_type, char *body, size_t len)
+{
+	struct http_server *srv = r->srv;
+
+	if (r->phase == REQ_ANSWERED || r->phase == REQ_QUEUED) {
+		free(body); /* a second answer is a bug; keep the first */
+		return;
+	}
+	r->status = status;
+	r->content_type = content_type;
+	r->resp = body;
+	r->resp_len = len;
+	if (r->phase == REQ_SUSPENDED) {
+		r->next_resume = srv->resume;
+		srv->resume = r;
+	}
+	r->phase = REQ_ANSWERED;
+}
+
+void
+http_reply_json(struct http_req *r, int status, json_t *obj)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+
+	json_decref(obj);
+	if (!s) {
+		static const char oom[] = "{\"error\":{\"message\":\"out of memory\","
+		    "\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+		s = strdup(oom);
+		status = 500;
+	}
+	http_reply(r, status, "application/json", s, s ? strlen(s) : 0);
+}
+
+void
+http_reply_error(struct http_req *r, const struct sl_error *e)
+{
+	json_t *o = json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", e->message,
+	    "type", e->type, "param", e->param, "code", e->code);
+
+	http_reply_json(r, e->status, o);
+}
+
+static void
+queue_answer(struct http_req *r)
+{
+	struct MHD_Response *resp;
+
+	resp = MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
+	    r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!resp)
+		return;
+	r->resp = NULL; /* MHD owns it now */
+	if (r->content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
+	for (unsigned i = 0; i < r->n_hdr; i++)
+		MHD_add_response_header(resp, r->hdr[i][0], r->hdr[i][1]);
+	MHD_queue_response(r->conn, (unsigned)r->status, resp);
+	MHD_destroy_response(resp);
+	r->phase = REQ_QUEUED;
+}
+
+static void
+simple_error(struct http_req *r, int status, const char *type, const char *code,
+    const char *msg)
+{
+	struct sl_error e;
+
+	sl_error_set(&e, status, type, NULL, code, "%s", msg);
+	http_reply_error(r, &e);
+}
+
+/* ---- routing ---- */
+
+/* Matches `path` against `pattern`, filling captures into r->path_copy. */
+static bool
+route_match(struct http_req *r, const char *pattern)
+{
+	const char *p = pattern, *u = r->path;
+	unsigned nc = 0;
+
+	while (*p && *u) {
+		if (*p == '*') {
+			size_t n = strcspn(u, "/");
+			if (n == 0 || nc >= HTTP_MAX_CAPTURES)
+				return false;
+			r->captures[nc++] = r->path_copy + (u - r->path);
+			p++;
+			u += n;
+			continue;
+		}
+		if (*p != *u)
+			return false;
+		p++;
+		u++;
+	}
+	if (*p || *u)
+		return false;
+	/* Cut each capture at its '/'. */
+	for (unsigned i = 0; i < nc; i++) {
+		char *c = (char *)r->captures[i];
+		c[strcspn(c, "/")] = '\0';
+	}
+	return true;
+}
+
+static void
+dispatch(struct http_req *r)
+{
+	struct http_server *srv = r->srv;
+	bool path_known = false;
+	char allow[64] = "";
+
+	r->path_copy = strdup(r->path);
+	if (!r->path_copy) {
+		simple_error(r, 500, "server_error", NULL, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < srv->n_routes; i++) {
+		const struct http_route *rt = &srv->routes[i];
+		memset(r->captures, 0, sizeof r->captures);
+		strcpy(r->path_copy, r->path);
+		if (!route_match(r, rt->pattern))
+			continue;
+		if (strcmp(rt->method, r->method) == 0) {
+			rt->fn(r, srv->ctx);
+			return;
+		}
+		path_known = true;
+		if (!strstr(allow, rt->method) && strlen(allow) + strlen(rt->method) + 3 <
+		    sizeof allow) {
+			if (allow[0])
+				strcat(allow, ", ");
+			strcat(allow, rt->method);
+		}
+	}
+	if (path_known) {
+		char msg[160];
+		snprintf(msg, sizeof msg, "Method %s is not allowed on %.80s (allowed: %s).",
+		    r->method, r->path, allow);
+		http_add_header(r, "Allow", allow);
+		simple_error(r, 405, "invalid_request_error", "method_not_allowed", msg);
+	} else {
+		char msg[200];
+		snprintf(msg, sizeof msg, "Unknown request URL: %s %.120s.", r->method, r->path);
+		simple_error(r, 404, "invalid_request_error", "unknown_url", msg);
+	}
+}
+
+/* ---- MHD callbacks ---- */
+
+static enum MHD_Result
+access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+	struct http_server *srv = cls;
+	struct http_req *r = *con_cls;
+
+	if (!r) {
+		const char *cl;
+		r = calloc(1, sizeof *r);
+		if (!r)
+			return MHD_NO;
+		r->srv = srv;
+		r->conn = conn;
+		r->method = method;
+		r->path = url;
+		sl_buf_init(&r->body, srv->o.max_body);
+		*con_cls = r;
+		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+		    MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > srv->o.max_body)
+			r->too_big = true; /* refuse without reading the body */
+		else
+			return MHD_YES;
+	}
+	if (r->phase == REQ_READING && *upload_data_size > 0) {
+		if (!r->too_big && sl_buf_append(&r->body, upload_data, *upload_data_size))
+			r->too_big = true;
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (r->phase == REQ_READING) {
+		if (r->too_big) {
+			char msg[128];
+			snprintf(msg, sizeof msg, "Request body is larger than the limit of "
+			    "%zu bytes.", srv->o.max_body);
+			sl_buf_release(&r->body);
+			simple_error(r, 413, "invalid_request_error", "request_too_large", msg);
+		} else {
+			dispatch(r);
+		}
+		if (r->phase == REQ_READING) {
+			/* The handler will answer after a commit. */
+			r->phase = REQ_SUSPENDED;
+			srv->suspended++;
+			MHD_suspend_connection(conn);
+			return MHD_YES;
+		}
+	}
+	if (r->phase == REQ_ANSWERED)
+		queue_answer(r);
+	return MHD_YES;
+}
+
+static void
+completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct http_req *r = *con_cls;
+
+	if (!r)
+		return;
+	sl_buf_release(&r->body);
+	free(r->resp);
+	free(r->path_copy);
+	for (unsigned i = 0; i < r->n_hdr; i++) {
+		free(r->hdr[i][0]);
+		free(r->hdr[i][1]);
+	}
+	free(r);
+	*con_cls = NULL;
+}
+
+static void
+arm_timer(struct http_server *srv)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+
+	ev_timer_stop(srv->loop, &srv->timer);
+	if (MHD_get_timeout(srv->mhd, &ms) == MHD_YES) {
+		ev_timer_set(&srv->timer, (double)ms / 1000.0, 0.);
+		ev_timer_start(srv->loop, &srv->timer);
+	}
+}
+
+static void
+http_run(struct http_server *srv)
+{
+	MHD_run(srv->mhd);
+	arm_timer(srv);
+}
+
+static void
+io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	http_run(SL_CONTAINER_OF(w, struct http_server, io));
+}
+
+static void
+timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	http_run(SL_CONTAINER_OF(w, struct http_server, timer));
+}
+
+static void
+prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct http_server *srv = SL_CONTAINER_OF(w, struct http_server, prep);
+	struct http_req *r;
+
+	if (!srv->resume)
+		return;
+	while ((r = srv->resume)) {
+		srv->resume = r->next_resume;
+		srv->suspended--;
+		MHD_resume_connection(r->conn);
+	}
+	http_run(srv);
+}
+
+int
+http_start(struct ev_loop *loop, const struct http_opts *o, const struct http_route *routes,
+    size_t n_routes, void *ctx, struct http_server **out)
+{
+	struct http_server *srv;
+	struct sockaddr_storage ss;
+	socklen_t slen;
+	const union MHD_DaemonInfo *info;
+	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+
+	memset(&ss, 0, sizeof ss);
+	if (inet_pton(AF_INET, o->host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(o->port);
+		slen = sizeof *sin;
+	} else if (inet_pton(AF_INET6, o->host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(o->port);
+		slen = sizeof *sin6;
+		flags |= MHD_USE_IPv6;
+	} else {
+		return -EINVAL;
+	}
+	(void)slen;
+	srv = calloc(1, sizeof *srv);
+	if (!srv)
+		return -ENOMEM;
+	srv->loop = loop;
+	srv->routes = routes;
+	srv->n_routes = n_routes;
+	srv->ctx = ctx;
+	srv->o = *o;
+	srv->mhd = MHD_start_daemon(flags, o->port, NULL, NULL, access_cb, srv,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, srv,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout_s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->conn_limit,
+	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+	    MHD_OPTION_END);
+	if (!srv->mhd) {
+		free(srv);
+		return -EADDRINUSE;
+	}
+	info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	srv->port = info ? info->port : o->port;
+	info = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+	if (!info) {
+		MHD_stop_daemon(srv->mhd);
+		free(srv);
+		return SL_ESTORE;
+	}
+	ev_io_init(&srv->io, io_cb, info->epoll_fd, EV_READ);
+	ev_io_start(loop, &srv->io);
+	ev_timer_init(&srv->timer, timer_cb, 0., 0.);
+	ev_prepare_init(&srv->prep, prepare_cb);
+	ev_prepare_start(loop, &srv->prep);
+	arm_timer(srv);
+	*out = srv;
+	return 0;
+}
+
+uint16_t
+http_port(const struct http_server *srv)
+{
+	return srv->port;
+}
+
+unsigned
+http_suspended(const struct http_server *srv)
+{
+	return srv->suspended;
+}
+
+void
+http_quiesce(struct http_server *srv)
+{
+	MHD_socket fd = MHD_quiesce_daemon(srv->mhd);
+
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+	http_run(srv);
+}
+
+void
+http_stop(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	/* Answers still waiting to be resumed go out first. */
+	prepare_cb(srv->loop, &srv->prep, 0);
+	ev_io_stop(srv->loop, &srv->io);
+	ev_timer_stop(srv->loop, &srv->timer);
+	ev_prepare_stop(srv->loop, &srv->prep);
+	MHD_stop_daemon(srv->mhd);
+	free(srv);
+}

@@ -1,0 +1,248 @@
+/*
+ * main.c - slowlaned: argv, wiring and exit codes only.
+ *
+ * Start: config -> store (open, recover jobs left In Progress) -> writer
+ * thread -> backend (upstream or load-test) -> scheduler -> HTTP -> loop.
+ * SIGTERM/SIGINT: stop accepting, let calls in flight finish (bounded by
+ * --shutdown-grace), requeue the rest, drain the writer, close the store.
+ * Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "slowlane/api.h"
+#include "slowlane/backend.h"
+#include "slowlane/common.h"
+#include "slowlane/config.h"
+#include "slowlane/http.h"
+#include "slowlane/log.h"
+#include "slowlane/sched.h"
+#include "slowlane/store.h"
+#include "slowlane/util.h"
+#include "slowlane/writer.h"
+
+struct daemon {
+	struct ev_loop *loop;
+	struct config cfg;
+	struct store *st;
+	struct writer *wr;
+	struct backend *be;
+	struct sched *sc;
+	struct api *api;
+	struct http_server *http;
+	ev_signal sigterm, sigint;
+	ev_timer drain;  /* waits for suspended requests during shutdown */
+	bool stopping;
+};
+
+static int
+write_port_file(const char *path, uint16_t port)
+{
+	char tmp[4096];
+	FILE *fp;
+
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	fp = fopen(tmp, "w");
+	if (!fp)
+		return -errno;
+	fprintf(fp, "%u\n", port);
+	if (fclose(fp) != 0 || rename(tmp, path) != 0)
+		return -errno;
+	return 0;
+}
+
+static void
+drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct daemon *d = SL_CONTAINER_OF(w, struct daemon, drain);
+
+	/* Submits already handed to the writer still get their answer. */
+	if (writer_pending(d->wr) > 0 || http_suspended(d->http) > 0)
+		return;
+	ev_timer_stop(loop, w);
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+sched_stopped(void *arg)
+{
+	struct daemon *d = arg;
+
+	ev_timer_init(&d->drain, drain_cb, 0., 0.01);
+	ev_timer_again(d->loop, &d->drain);
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	if (d->stopping) {
+		log_warn("second signal: stopping now; jobs in flight are requeued at next start");
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	d->stopping = true;
+	log_info("signal %d: shutting down (no new connections)", w->signum);
+	http_quiesce(d->http);
+	sched_shutdown(d->sc, sched_stopped, d);
+}
+
+static int
+start_backend(struct daemon *d)
+{
+	const struct config *c = &d->cfg;
+
+	if (!c->upstream) {
+		log_info("no --upstream given: serving the built-in 'load-test' model "
+		    "(echoes the last user message after %llu ms)",
+		    (unsigned long long)c->load_test_delay_ms);
+		log_info("to use a real server: slowlaned --upstream http://127.0.0.1:8000/v1 "
+		    "(vLLM, SGLang, llama.cpp, Ollama at :11434/v1, or https://api.openai.com/v1 "
+		    "with SLOWLANE_UPSTREAM_KEY)");
+		return loadtest_new(d->loop, c->load_test_delay_ms, &d->be);
+	}
+	struct upstream_opts uo = {
+		.base_url = c->upstream,
+		.api_key = c->upstream_key,
+		.timeout_ms = c->upstream_timeout_ms,
+		.max_connections = (unsigned)c->concurrency,
+		.max_response = (size_t)c->max_response,
+	};
+	log_info("upstream: %s (concurrency %llu)", c->upstream,
+	    (unsigned long long)c->concurrency);
+	return upstream_new(d->loop, &uo, &d->be);
+}
+
+static int
+run(struct daemon *d)
+{
+	struct config *c = &d->cfg;
+	struct store_opts so = { .map_size = c->map_size };
+	const char *const loadtest_models[] = { "load-test", NULL };
+	size_t recovered = 0, n_routes;
+	const struct http_route *routes;
+	int rc;
+
+	rc = store_open(c->data_dir, &so, &d->st);
+	if (rc) {
+		log_error("cannot open the store in %s: %s", c->data_dir, sl_strerror(rc));
+		return 1;
+	}
+	store_reader_check(d->st);
+	rc = sched_recover(d->st, sl_wall_ms(), &recovered);
+	if (rc) {
+		log_error("crash recovery failed: %s", sl_strerror(rc));
+		return 1;
+	}
+	log_info("store %s open; %zu job%s interrupted in flight put back in the queue",
+	    c->data_dir, recovered, recovered == 1 ? "" : "s");
+
+	d->loop = ev_default_loop(EVFLAG_AUTO);
+	rc = writer_start(&d->wr, d->st, d->loop);
+	if (rc == 0)
+		rc = start_backend(d);
+	if (rc) {
+		log_error("startup failed: %s", sl_strerror(rc));
+		return 1;
+	}
+	struct sched_opts so2 = {
+		.concurrency = (unsigned)c->concurrency,
+		.upstream_timeout_ms = c->upstream_timeout_ms,
+		.shutdown_grace_ms = c->shutdown_grace_ms,
+		.policy = { .max_attempts = (uint32_t)c->max_attempts,
+			.backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms },
+	};
+	struct api_opts ao = {
+		.job_ttl_ms = c->job_ttl_ms,
+		.keys = (const char *const *)c->api_keys,
+		.models = c->n_models ? (const char *const *)c->models
+		                      : (c->upstream ? NULL : loadtest_models),
+		.restrict_models = c->n_models > 0,
+		.backend_name = c->upstream ? c->upstream : "load-test",
+	};
+	rc = sched_new(d->loop, d->st, d->wr, d->be, &so2, &d->sc);
+	if (rc == 0)
+		rc = api_new(d->st, d->wr, d->sc, &ao, &d->api);
+	if (rc) {
+		log_error("startup failed: %s", sl_strerror(rc));
+		return 1;
+	}
+	routes = api_routes(&n_routes);
+	struct http_opts ho = {
+		.host = c->listen_host,
+		.port = c->listen_port,
+		.max_body = (size_t)c->max_body,
+		.conn_limit = (unsigned)c->max_connections,
+		.conn_timeout_s = (unsigned)((c->conn_timeout_ms + 999) / 1000),
+	};
+	rc = http_start(d->loop, &ho, routes, n_routes, d->api, &d->http);
+	if (rc) {
+		log_error("cannot listen on %s:%u: %s", c->listen_host, c->listen_port,
+		    rc == -EINVAL ? "not a numeric address" : "address in use or not available");
+		return 1;
+	}
+	if (c->port_file && write_port_file(c->port_file, http_port(d->http)) != 0)
+		log_warn("cannot write port file %s", c->port_file);
+	log_info("listening on http://%s:%u (%s keys, job ttl %llus, concurrency %llu)",
+	    c->listen_host, http_port(d->http), c->n_api_keys ? "with" : "no",
+	    (unsigned long long)(c->job_ttl_ms / 1000), (unsigned long long)c->concurrency);
+
+	ev_signal_init(&d->sigterm, signal_cb, SIGTERM);
+	ev_signal_init(&d->sigint, signal_cb, SIGINT);
+	d->sigterm.data = d->sigint.data = d;
+	ev_signal_start(d->loop, &d->sigterm);
+	ev_signal_start(d->loop, &d->sigint);
+	sched_start(d->sc);
+	ev_run(d->loop, 0);
+	return 0;
+}
+
+static void
+teardown(struct daemon *d)
+{
+	struct writer_stats ws = { 0 };
+
+	if (d->wr) {
+		writer_get_stats(d->wr, &ws);
+		writer_stop(d->wr); /* applies what is queued: requeues included */
+	}
+	http_stop(d->http);
+	sched_free(d->sc);
+	api_free(d->api);
+	if (d->be)
+		d->be->ops->free(d->be);
+	store_close(d->st);
+	if (d->loop)
+		log_info("stopped: %llu commits, %llu store operations",
+		    (unsigned long long)ws.commits, (unsigned long long)ws.ops);
+	config_release(&d->cfg);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d;
+	int rc;
+
+	memset(&d, 0, sizeof d);
+	log_set_ident("slowlaned");
+	rc = config_load(&d.cfg, argc, argv);
+	if (rc != CONFIG_OK) {
+		config_release(&d.cfg);
+		return rc == CONFIG_EXIT ? 0 : 2;
+	}
+	log_set_level((enum log_level)d.cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	sl_crc32(0, "", 0); /* build the CRC table before any thread starts */
+	log_info("slowlaned %s starting (pid %d)", PACKAGE_VERSION, (int)getpid());
+	rc = run(&d);
+	teardown(&d);
+	return rc;
+}

@@ -1,0 +1,247 @@
+/*
+ * queue.c - job lifecycle operations on the store. Every function reads the
+ * job, applies one job.h transition and writes it back through
+ * store_job_put(), which moves the index entries in the same transaction.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "slowlane/common.h"
+#include "slowlane/log.h"
+#include "slowlane/queue.h"
+
+/* Jobs handled per index scan; callers loop for more. */
+#define SCAN_CHUNK 256
+
+int
+queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len)
+{
+	int rc;
+
+	if (j->state != JOB_QUEUED)
+		return SL_EINVAL;
+	rc = store_body_put(t, j->id, body, len);
+	if (rc)
+		return rc;
+	return store_job_put(t, NULL, j);
+}
+
+static uint64_t
+new_attempt_id(void)
+{
+	uint64_t a = 0;
+
+	/* Random, not a counter: no shared state to persist, and an attempt id
+	 * of a previous life of the daemon can never match by accident. */
+	while (a == 0)
+		if (sl_random_bytes(&a, sizeof a) != 0)
+			a = sl_wall_ms() ^ (uint64_t)(uintptr_t)&a;
+	return a;
+}
+
+int
+queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
+    queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms)
+{
+	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	size_t n = 0;
+	int rc;
+
+	*claimed = 0;
+	if (max > SCAN_CHUNK)
+		max = SCAN_CHUNK;
+	rc = store_ready_due(t, now_ms, max, ids, &n, next_due_ms);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct job old, j;
+		const void *body;
+		size_t len;
+
+		rc = store_job_get(t, ids[i], &old);
+		if (rc)
+			return rc;
+		j = old;
+		rc = job_claim(&j, now_ms, new_attempt_id(), now_ms + lease_ms);
+		if (rc)
+			return rc; /* in ready but not Queued: corrupt index */
+		rc = store_job_put(t, &old, &j);
+		if (rc)
+			return rc;
+		rc = store_body_get(t, j.id, &body, &len);
+		if (rc)
+			return rc;
+		(*claimed)++;
+		if (cb && cb(arg, &j, body, len))
+			break;
+	}
+	return 0;
+}
+
+int
+queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms,
+    const struct queue_outcome *o)
+{
+	struct job old, j;
+	int rc;
+
+	rc = store_job_get(t, id, &old);
+	if (rc)
+		return rc;
+	j = old;
+	if (o->verdict == QUEUE_RETRY)
+		rc = job_retry(&j, attempt_id, o->not_before_ms);
+	else
+		rc = job_finish(&j, attempt_id, o->verdict == QUEUE_SUCCESS, now_ms);
+	if (rc)
+		return rc;
+	j.http_status = o->http_status;
+	job_set_message(&j, "%s", o->message);
+	if (o->response) {
+		rc = store_result_put(t, id, o->response, o->response_len);
+		if (rc)
+			return rc;
+	}
+	return store_job_put(t, &old, &j);
+}
+
+int
+queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
+    void (*cb)(void *arg, const char *id, bool was_in_progress), void *arg,
+    size_t *n, uint64_t *next_ms)
+{
+	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	size_t got = 0;
+	int rc;
+
+	*n = 0;
+	if (max > SCAN_CHUNK)
+		max = SCAN_CHUNK;
+	rc = store_expiry_due(t, now_ms, max, ids, &got, next_ms);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < got; i++) {
+		struct job old, j;
+		bool was_in_progress;
+
+		rc = store_job_get(t, ids[i], &old);
+		if (rc)
+			return rc;
+		j = old;
+		was_in_progress = old.state == JOB_IN_PROGRESS;
+		if (job_end(&j, now_ms))
+			continue;
+		if (was_in_progress)
+			job_set_message(&j, "Expired: not finished within its time to live "
+			    "(abandoned while in progress after %u attempt%s)",
+			    j.attempts, j.attempts == 1 ? "" : "s");
+		else if (j.attempts > 0)
+			job_set_message(&j, "Expired: not finished within its time to live "
+			    "(last error: %.400s)", old.message);
+		else
+			job_set_message(&j, "Expired: not finished within its time to live");
+		rc = store_job_put(t, &old, &j);
+		if (rc)
+			return rc;
+		(*n)++;
+		if (cb)
+			cb(arg, j.id, was_in_progress);
+	}
+	return 0;
+}
+
+int
+queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
+{
+	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	size_t got = 0;
+	int rc;
+
+	*n = 0;
+	if (max > SCAN_CHUNK)
+		max = SCAN_CHUNK;
+	rc = store_inflight_list(t, max, ids, &got);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < got; i++) {
+		struct job old, j;
+
+		rc = store_job_get(t, ids[i], &old);
+		if (rc)
+			return rc;
+		j = old;
+		/* Back to the front of the queue: it was ahead of what came
+		 * after it. */
+		rc = job_release(&j, old.created_ms < now_ms ? old.created_ms : now_ms);
+		if (rc)
+			return SL_ECORRUPT;
+		job_set_message(&j, "Requeued after a restart interrupted attempt %u", j.attempts);
+		rc = store_job_put(t, &old, &j);
+		if (rc)
+			return rc;
+		(*n)++;
+	}
+	return 0;
+}
+
+int
+queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms)
+{
+	struct job old, j;
+	int rc;
+
+	rc = store_job_get(t, id, &old);
+	if (rc)
+		return rc;
+	if (old.state != JOB_IN_PROGRESS || old.attempt_id != attempt_id)
+		return SL_ESTALE;
+	j = old;
+	job_release(&j, now_ms);
+	job_set_message(&j, "Requeued at shutdown");
+	return store_job_put(t, &old, &j);
+}
+
+int
+queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *message)
+{
+	struct job old, j;
+	int rc;
+
+	rc = store_job_get(t, id, &old);
+	if (rc)
+		return rc;
+	j = old;
+	rc = job_end(&j, now_ms);
+	if (rc)
+		return rc;
+	job_set_message(&j, "%s", message);
+	return store_job_put(t, &old, &j);
+}
+
+int
+queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl_ms, bool force)
+{
+	struct job old, j;
+	int rc;
+
+	rc = store_job_get(t, id, &old);
+	if (rc)
+		return rc;
+	if (!job_is_final(old.state) || (old.state == JOB_SUCCESS && !force))
+		return SL_ESTALE;
+	j = old;
+	j.state = JOB_QUEUED;
+	j.attempts = 0;
+	j.attempt_id = 0;
+	j.http_status = 0;
+	j.dispatched_ms = j.finished_ms = j.lease_ms = 0;
+	j.not_before_ms = now_ms;
+	j.expires_ms = now_ms + ttl_ms;
+	job_set_message(&j, "Requeued by operator");
+	rc = store_job_put(t, &old, &j);
+	if (rc)
+		return rc;
+	rc = store_result_put(t, id, "null", 4);
+	return rc;
+}

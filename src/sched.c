@@ -1,0 +1,688 @@
+/*
+ * sched.c - dispatch, completion, retry and expiry of jobs (see sched.h).
+ *
+ * The path of one dispatch:
+ *   1. A submit commit, a due timer or the one-second tick calls dispatch().
+ *      It looks at the ready index in a short read transaction; if a job is
+ *      due and a slot is free, it sends one claim op to the writer.
+ *   2. The claim op (writer thread) moves up to `free slots` due jobs to In
+ *      Progress with fresh attempt ids and copies their bodies out.
+ *   3. After that commit (loop thread), each claimed job becomes an
+ *      `attempt` and its backend call starts. A crash before this point
+ *      leaves the job In Progress on disk: startup puts it back.
+ *   4. The call's outcome goes through policy_decide() and a finish op
+ *      stores the result, the failure or the retry. The finish op is fenced
+ *      by attempt id: if the job expired or was cancelled meanwhile, the
+ *      late result changes nothing.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "slowlane/common.h"
+#include "slowlane/log.h"
+#include "slowlane/queue.h"
+#include "slowlane/sched.h"
+#include "slowlane/util.h"
+#include "slowlane/validate.h"
+
+#define TICK_S 1.0       /* sweep period: external changes act within 1 s */
+#define EXPIRE_CHUNK 256 /* jobs ended per expire op */
+
+/* One job in flight: from its claim until its finish op has committed. */
+struct attempt {
+	struct be_call call;  /* the backend call (embedded) */
+	struct wr_op op;      /* the finish or release op (embedded) */
+	struct sched *s;
+	struct attempt *prev, *next; /* in s->active while the call runs */
+	char id[SL_ID_LEN + 1];
+	uint64_t attempt_id;
+	uint32_t attempts;    /* including this one */
+	char *body;           /* upstream request body (owned) */
+	size_t body_len;
+	/* The outcome, filled when the call ends: */
+	struct queue_outcome out;
+	char *response;       /* owned; what to keep as the result */
+	uint64_t now_ms;
+	char message[512];
+};
+
+struct claim_op {
+	struct wr_op op;
+	struct sched *s;
+	size_t max;
+	uint64_t now_ms;
+	struct attempt *got;  /* claimed, in a list through ->next */
+	size_t n;
+	uint64_t next_due_ms;
+};
+
+struct expire_op {
+	struct wr_op op;
+	struct sched *s;
+	uint64_t now_ms;
+	char ids[EXPIRE_CHUNK][SL_ID_LEN + 1]; /* those that were In Progress */
+	size_t n_inflight, n;
+	uint64_t next_ms;
+};
+
+struct sched {
+	struct ev_loop *loop;
+	struct store *st;
+	struct writer *wr;
+	struct backend *be;
+	struct sched_opts o;
+	ev_timer tick;       /* periodic sweep */
+	ev_timer due;        /* next retry becoming due */
+	ev_timer grace;      /* shutdown deadline */
+	struct attempt *active; /* calls running */
+	unsigned n_active;
+	unsigned reserved;   /* slots promised to the claim op in flight */
+	bool claiming, expiring, stopping;
+	unsigned releasing;  /* release ops in flight during shutdown */
+	void (*on_stopped)(void *arg);
+	void *stopped_arg;
+	struct sched_stats stats;
+};
+
+static void dispatch(struct sched *s);
+
+/* ---- attempts ---- */
+
+static void
+attempt_free(struct attempt *a)
+{
+	if (!a)
+		return;
+	free(a->body);
+	free(a->response);
+	free(a);
+}
+
+static void
+active_add(struct sched *s, struct attempt *a)
+{
+	a->prev = NULL;
+	a->next = s->active;
+	if (s->active)
+		s->active->prev = a;
+	s->active = a;
+	s->n_active++;
+}
+
+static void
+active_remove(struct sched *s, struct attempt *a)
+{
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		s->active = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	a->prev = a->next = NULL;
+	s->n_active--;
+}
+
+static struct attempt *
+active_find(struct sched *s, const char *id)
+{
+	for (struct attempt *a = s->active; a; a = a->next)
+		if (strcmp(a->id, id) == 0)
+			return a;
+	return NULL;
+}
+
+static void
+maybe_stopped(struct sched *s)
+{
+	if (s->stopping && s->n_active == 0 && !s->claiming && s->releasing == 0 &&
+	    s->on_stopped) {
+		void (*cb)(void *) = s->on_stopped;
+		s->on_stopped = NULL;
+		ev_timer_stop(s->loop, &s->grace);
+		cb(s->stopped_arg);
+	}
+}
+
+/* ---- finishing an attempt ---- */
+
+static int
+finish_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
+
+	return queue_complete(t, a->id, a->attempt_id, a->now_ms, &a->out);
+}
+
+static void
+finish_done(struct wr_op *op)
+{
+	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
+	struct sched *s = a->s;
+
+	if (op->rc == SL_ESTALE) {
+		s->stats.stale++;
+		log_debug("sched: result of %s dropped: the job moved on meanwhile", a->id);
+	} else if (op->rc) {
+		/* Not stored: the job stays In Progress on disk and is put back
+		 * at the next start (or expires). Loud, because it means the
+		 * store refused a write. */
+		log_error("sched: cannot store the outcome of %s: %s", a->id,
+		    sl_strerror(op->rc));
+	} else if (a->out.verdict == QUEUE_SUCCESS) {
+		s->stats.succeeded++;
+	} else if (a->out.verdict == QUEUE_FAIL) {
+		s->stats.failed++;
+		log_info("job %s failed: %s", a->id, a->message);
+	} else {
+		s->stats.retried++;
+	}
+	attempt_free(a);
+	dispatch(s);
+}
+
+/* The upstream's error message, from an OpenAI-style error body. */
+static void
+error_detail(json_t *root, const char *body, size_t len, char *out, size_t cap)
+{
+	json_t *err = json_object_get(root, "error");
+	const char *msg = NULL;
+
+	if (json_is_object(err))
+		msg = json_string_value(json_object_get(err, "message"));
+	else if (json_is_string(err))
+		msg = json_string_value(err);
+	else if (json_is_string(json_object_get(root, "message")))
+		msg = json_string_value(json_object_get(root, "message"));
+	if (msg)
+		snprintf(out, cap, "%s", msg);
+	else if (len)
+		snprintf(out, cap, "%.*s", (int)(len < 200 ? len : 200), body);
+	else
+		out[0] = '\0';
+}
+
+/* Keeps a non-JSON error body as a JSON error object. */
+static char *
+wrap_error_body(int status, const char *body, size_t len)
+{
+	json_t *o = json_pack("{s:{s:s%, s:s, s:n, s:i}}", "error", "message", body,
+	    len < 4096 ? len : 4096, "type", "upstream_error", "param", "code", status);
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+	json_decref(o);
+	return s;
+}
+
+static void
+call_done(struct be_call *c, const struct be_result *r)
+{
+	struct attempt *a = SL_CONTAINER_OF(c, struct attempt, call);
+	struct sched *s = a->s;
+	struct policy_input in = { .retry_after_ms = r->retry_after_ms,
+		.attempts = a->attempts };
+	struct policy_decision d;
+	json_t *root = NULL;
+	char detail[320];
+	uint32_t jitter;
+
+	active_remove(s, a);
+	a->now_ms = sl_wall_ms();
+	detail[0] = '\0';
+	switch (r->fault) {
+	case BE_OK:
+		in.fault = POLICY_HTTP;
+		in.http_status = r->http_status;
+		root = json_loadb(r->body, r->body_len, 0, NULL);
+		in.body_is_object = json_is_object(root);
+		if (r->http_status < 200 || r->http_status >= 300)
+			error_detail(root, r->body, r->body_len, detail, sizeof detail);
+		break;
+	case BE_TIMEOUT:
+		in.fault = POLICY_TIMEOUT;
+		snprintf(detail, sizeof detail, "no answer within %llu ms",
+		    (unsigned long long)s->o.upstream_timeout_ms);
+		break;
+	case BE_TOO_LARGE:
+		in.fault = POLICY_CONNECT;
+		snprintf(detail, sizeof detail, "response larger than the response limit");
+		break;
+	default:
+		in.fault = POLICY_CONNECT;
+		snprintf(detail, sizeof detail, "%s", r->detail ? r->detail : "");
+		break;
+	}
+	in.detail = detail;
+	sl_random_bytes(&jitter, sizeof jitter);
+	policy_decide(&s->o.policy, &in, jitter, &d);
+	snprintf(a->message, sizeof a->message, "%s", d.message);
+	a->out.message = a->message;
+	a->out.http_status = (uint16_t)(r->fault == BE_OK ? r->http_status : 0);
+	switch (d.action) {
+	case POLICY_SUCCEED:
+		a->out.verdict = QUEUE_SUCCESS;
+		a->response = malloc(r->body_len + 1);
+		if (a->response)
+			memcpy(a->response, r->body, r->body_len + 1);
+		break;
+	case POLICY_RETRY:
+		a->out.verdict = QUEUE_RETRY;
+		a->out.not_before_ms = a->now_ms + d.delay_ms;
+		log_info("job %s: %s", a->id, d.message);
+		break;
+	case POLICY_FAIL:
+		a->out.verdict = QUEUE_FAIL;
+		/* Keep the upstream's error body so the client sees it. */
+		if (r->fault == BE_OK && r->body_len > 0)
+			a->response = root ? strdup(r->body)
+			                   : wrap_error_body(r->http_status, r->body, r->body_len);
+		break;
+	}
+	json_decref(root);
+	if (a->response) {
+		a->out.response = a->response;
+		a->out.response_len = strlen(a->response);
+	}
+	a->op.apply = finish_apply;
+	a->op.done = finish_done;
+	writer_submit(s->wr, &a->op);
+	/* Free slot: claim more right away rather than after the commit. */
+	dispatch(s);
+	maybe_stopped(s);
+}
+
+/* ---- claiming ---- */
+
+static int
+claim_one(void *arg, const struct job *j, const void *body, size_t len)
+{
+	struct claim_op *c = arg;
+	struct attempt *a = calloc(1, sizeof *a);
+
+	if (!a)
+		return -ENOMEM;
+	a->s = c->s;
+	memcpy(a->id, j->id, sizeof a->id);
+	a->attempt_id = j->attempt_id;
+	a->attempts = j->attempts;
+	a->call.path = j->kind == JOB_CHAT ? "/chat/completions" : "/completions";
+	if (j->flags & JOB_F_METADATA)
+		a->body = validate_upstream_body(body, len, &a->body_len);
+	if (!a->body) {
+		a->body = malloc(len + 1);
+		if (a->body) {
+			memcpy(a->body, body, len);
+			a->body[len] = '\0';
+			a->body_len = len;
+		}
+	}
+	/* Even when a copy failed the job is claimed: it goes in the list and
+	 * is released below, never forgotten. */
+	a->next = c->got;
+	c->got = a;
+	c->n++;
+	return 0;
+}
+
+static void
+claim_reset(struct claim_op *c)
+{
+	while (c->got) {
+		struct attempt *next = c->got->next;
+		attempt_free(c->got);
+		c->got = next;
+	}
+	c->n = 0;
+}
+
+static int
+claim_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct claim_op *c = SL_CONTAINER_OF(op, struct claim_op, op);
+	size_t claimed;
+	uint64_t lease = c->s->o.upstream_timeout_ms + 60000;
+
+	claim_reset(c); /* apply may run twice (writer.h) */
+	return queue_claim(t, c->now_ms, c->max, lease, claim_one, c, &claimed,
+	    &c->next_due_ms);
+}
+
+static int
+release_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
+
+	return queue_release(t, a->id, a->attempt_id, sl_wall_ms());
+}
+
+static void
+release_done(struct wr_op *op)
+{
+	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
+	struct sched *s = a->s;
+
+	if (op->rc && op->rc != SL_ESTALE)
+		log_warn("sched: could not requeue %s at shutdown (%s); the next start will",
+		    a->id, sl_strerror(op->rc));
+	attempt_free(a);
+	s->releasing--;
+	maybe_stopped(s);
+}
+
+/* Gives a claimed job back to the queue without running it. */
+static void
+release(struct sched *s, struct attempt *a)
+{
+	a->op.apply = release_apply;
+	a->op.done = release_done;
+	s->releasing++;
+	writer_submit(s->wr, &a->op);
+}
+
+static void
+claim_done(struct wr_op *op)
+{
+	struct claim_op *c = SL_CONTAINER_OF(op, struct claim_op, op);
+	struct sched *s = c->s;
+	uint64_t now;
+
+	s->claiming = false;
+	s->reserved = 0;
+	if (op->rc) {
+		log_error("sched: claim failed: %s", sl_strerror(op->rc));
+		claim_reset(c);
+		c->next_due_ms = sl_wall_ms() + 1000; /* try again on the tick */
+	}
+	while (c->got) {
+		struct attempt *a = c->got;
+		c->got = a->next;
+		a->call.body = a->body;
+		a->call.body_len = a->body_len;
+		a->call.done = call_done;
+		if (s->stopping || !a->body) {
+			release(s, a);
+			continue;
+		}
+		active_add(s, a);
+		s->stats.started++;
+		if (s->be->ops->start(s->be, &a->call) != 0) {
+			active_remove(s, a);
+			release(s, a);
+		}
+	}
+	now = sl_wall_ms();
+	ev_timer_stop(s->loop, &s->due);
+	if (c->next_due_ms != UINT64_MAX && c->next_due_ms > now && !s->stopping) {
+		ev_timer_set(&s->due, (double)(c->next_due_ms - now) / 1000.0 + 0.001, 0.);
+		ev_timer_start(s->loop, &s->due);
+	}
+	free(c);
+	if (s->stopping)
+		maybe_stopped(s);
+	else
+		dispatch(s);
+}
+
+/* Claims due jobs if there is room and something is due. */
+static void
+dispatch(struct sched *s)
+{
+	struct store_txn *t = NULL;
+	char id[1][SL_ID_LEN + 1];
+	size_t n = 0;
+	uint64_t now, next = UINT64_MAX;
+	unsigned room;
+	struct claim_op *c;
+
+	if (s->stopping || s->claiming)
+		return;
+	room = s->o.concurrency - s->n_active;
+	if (s->n_active >= s->o.concurrency || room == 0)
+		return;
+	now = sl_wall_ms();
+	/* A cheap look first, so an idle daemon sends the writer nothing. */
+	if (store_begin(s->st, true, &t) == 0) {
+		store_ready_due(t, now, 1, id, &n, &next);
+		store_abort(t);
+	}
+	if (n == 0) {
+		ev_timer_stop(s->loop, &s->due);
+		if (next != UINT64_MAX) {
+			ev_timer_set(&s->due, (double)(next - now) / 1000.0 + 0.001, 0.);
+			ev_timer_start(s->loop, &s->due);
+		}
+		return;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c)
+		return; /* the tick tries again */
+	c->s = s;
+	c->max = room;
+	c->now_ms = now;
+	c->op.apply = claim_apply;
+	c->op.done = claim_done;
+	s->claiming = true;
+	s->reserved = room;
+	writer_submit(s->wr, &c->op);
+}
+
+/* ---- expiry ---- */
+
+static void
+expired_one(void *arg, const char *id, bool was_in_progress)
+{
+	struct expire_op *e = arg;
+
+	if (was_in_progress && e->n_inflight < EXPIRE_CHUNK)
+		memcpy(e->ids[e->n_inflight++], id, SL_ID_LEN + 1);
+}
+
+static int
+expire_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct expire_op *e = SL_CONTAINER_OF(op, struct expire_op, op);
+
+	e->n_inflight = 0;
+	return queue_expire(t, e->now_ms, EXPIRE_CHUNK, expired_one, e, &e->n, &e->next_ms);
+}
+
+static void sweep(struct sched *s);
+
+static void
+expire_done(struct wr_op *op)
+{
+	struct expire_op *e = SL_CONTAINER_OF(op, struct expire_op, op);
+	struct sched *s = e->s;
+	bool more = e->op.rc == 0 && e->n == EXPIRE_CHUNK;
+
+	s->expiring = false;
+	if (op->rc) {
+		log_error("sched: expiry sweep failed: %s", sl_strerror(op->rc));
+	} else {
+		s->stats.expired += e->n;
+		if (e->n)
+			log_info("sched: %zu job%s expired", e->n, e->n == 1 ? "" : "s");
+	}
+	/* Abandon calls of jobs that just expired: their slots are free. */
+	for (size_t i = 0; i < e->n_inflight; i++) {
+		struct attempt *a = active_find(s, e->ids[i]);
+		if (!a)
+			continue;
+		s->be->ops->cancel(s->be, &a->call);
+		active_remove(s, a);
+		attempt_free(a);
+	}
+	free(e);
+	if (more)
+		sweep(s);
+	dispatch(s);
+	maybe_stopped(s);
+}
+
+/* Ends expired jobs if any are due. */
+static void
+sweep(struct sched *s)
+{
+	struct store_txn *t = NULL;
+	char id[1][SL_ID_LEN + 1];
+	size_t n = 0;
+	uint64_t now = sl_wall_ms(), next;
+	struct expire_op *e;
+
+	if (s->expiring || s->stopping)
+		return;
+	if (store_begin(s->st, true, &t) == 0) {
+		store_expiry_due(t, now, 1, id, &n, &next);
+		store_abort(t);
+	}
+	if (n == 0)
+		return;
+	e = calloc(1, sizeof *e);
+	if (!e)
+		return;
+	e->s = s;
+	e->now_ms = now;
+	e->op.apply = expire_apply;
+	e->op.done = expire_done;
+	s->expiring = true;
+	writer_submit(s->wr, &e->op);
+}
+
+/* ---- timers and lifecycle ---- */
+
+static void
+tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sched *s = SL_CONTAINER_OF(w, struct sched, tick);
+
+	sweep(s);
+	dispatch(s);
+}
+
+static void
+due_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	dispatch(SL_CONTAINER_OF(w, struct sched, due));
+}
+
+static void
+grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sched *s = SL_CONTAINER_OF(w, struct sched, grace);
+
+	log_warn("sched: grace period over; requeueing %u call%s still in flight",
+	    s->n_active, s->n_active == 1 ? "" : "s");
+	while (s->active) {
+		struct attempt *a = s->active;
+		s->be->ops->cancel(s->be, &a->call);
+		active_remove(s, a);
+		release(s, a);
+	}
+	maybe_stopped(s);
+}
+
+int
+sched_new(struct ev_loop *loop, struct store *st, struct writer *wr, struct backend *be,
+    const struct sched_opts *o, struct sched **out)
+{
+	struct sched *s = calloc(1, sizeof *s);
+
+	if (!s)
+		return -ENOMEM;
+	s->loop = loop;
+	s->st = st;
+	s->wr = wr;
+	s->be = be;
+	s->o = *o;
+	if (s->o.concurrency == 0)
+		s->o.concurrency = 1;
+	ev_timer_init(&s->tick, tick_cb, TICK_S, TICK_S);
+	ev_timer_init(&s->due, due_cb, 0., 0.);
+	ev_timer_init(&s->grace, grace_cb, 0., 0.);
+	*out = s;
+	return 0;
+}
+
+int
+sched_recover(struct store *st, uint64_t now_ms, size_t *total)
+{
+	struct store_txn *t = NULL;
+	size_t n;
+	int rc;
+
+	*total = 0;
+	do {
+		rc = store_begin(st, false, &t);
+		if (rc)
+			return rc;
+		rc = queue_recover(t, now_ms, 256, &n);
+		if (rc) {
+			store_abort(t);
+			return rc;
+		}
+		rc = store_commit(t);
+		if (rc)
+			return rc;
+		*total += n;
+	} while (n > 0);
+	return 0;
+}
+
+void
+sched_start(struct sched *s)
+{
+	ev_timer_start(s->loop, &s->tick);
+	sweep(s);
+	dispatch(s);
+}
+
+void
+sched_kick(struct sched *s)
+{
+	dispatch(s);
+}
+
+void
+sched_shutdown(struct sched *s, void (*done)(void *arg), void *arg)
+{
+	s->stopping = true;
+	s->on_stopped = done;
+	s->stopped_arg = arg;
+	ev_timer_stop(s->loop, &s->tick);
+	ev_timer_stop(s->loop, &s->due);
+	if (s->n_active > 0) {
+		log_info("sched: waiting up to %llu ms for %u call%s in flight",
+		    (unsigned long long)s->o.shutdown_grace_ms, s->n_active,
+		    s->n_active == 1 ? "" : "s");
+		ev_timer_set(&s->grace, (double)s->o.shutdown_grace_ms / 1000.0, 0.);
+		ev_timer_start(s->loop, &s->grace);
+	}
+	maybe_stopped(s);
+}
+
+void
+sched_get_stats(const struct sched *s, struct sched_stats *out)
+{
+	*out = s->stats;
+	out->in_flight = s->n_active;
+}
+
+void
+sched_free(struct sched *s)
+{
+	if (!s)
+		return;
+	ev_timer_stop(s->loop, &s->tick);
+	ev_timer_stop(s->loop, &s->due);
+	ev_timer_stop(s->loop, &s->grace);
+	while (s->active) {
+		struct attempt *a = s->active;
+		s->be->ops->cancel(s->be, &a->call);
+		active_remove(s, a);
+		attempt_free(a);
+	}
+	free(s);
+}

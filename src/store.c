@@ -1,0 +1,544 @@
+/*
+ * store.c - LMDB behind the store.h interface.
+ *
+ * The one rule of the schema lives in store_job_put(): a job is in exactly
+ * the indexes its state implies (job_in_ready() and friends), and every
+ * change of a record moves its index entries in the same transaction. So
+ * no transaction boundary can leave a job half-moved, and startup needs to
+ * look only at `inflight`, never at every stored job.
+ *
+ * LMDB 0.9.24 traps avoided here: no MDB_DUPSORT (ITS#9376), default sync
+ * flags (an acknowledged job must survive power loss), values copied or
+ * used before the transaction ends, MDB_NOTLS so a read transaction is not
+ * tied to the thread's reader slot.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "slowlane/common.h"
+#include "slowlane/log.h"
+#include "slowlane/store.h"
+
+#define DEFAULT_MAP_SIZE ((uint64_t)16 << 30)
+
+enum dbi_index {
+	DB_META, DB_JOBS, DB_BODIES, DB_RESULTS, DB_READY, DB_INFLIGHT,
+	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_COUNT
+};
+
+static const char *const db_names[DB_COUNT] = {
+	[DB_META] = "meta", [DB_JOBS] = "jobs", [DB_BODIES] = "bodies",
+	[DB_RESULTS] = "results", [DB_READY] = "ready",
+	[DB_INFLIGHT] = "inflight", [DB_EXPIRY] = "expiry",
+	[DB_CREATED] = "created", [DB_FINISHED] = "finished",
+};
+
+struct store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+};
+
+struct store_txn {
+	struct store *st;
+	MDB_txn *txn;
+};
+
+#define TIME_KEY_LEN (8 + SL_ID_LEN) /* be64 time | id */
+
+/* Maps an LMDB return code to ours, logging the unexpected ones. */
+static int
+map_rc(int rc, const char *what)
+{
+	switch (rc) {
+	case MDB_SUCCESS: return 0;
+	case MDB_NOTFOUND: return SL_ENOTFOUND;
+	case MDB_MAP_FULL: return SL_EFULL;
+	case ENOSPC: return SL_EFULL;
+	case EIO: log_error("store: %s: I/O error", what); return -EIO;
+	case ENOMEM: return -ENOMEM;
+	default:
+		log_error("store: %s: %s", what, mdb_strerror(rc));
+		return SL_ESTORE;
+	}
+}
+
+static void
+time_key(unsigned char *k, uint64_t ms, const char *id)
+{
+	sl_put_be64(k, ms);
+	memcpy(k + 8, id, SL_ID_LEN);
+}
+
+static int
+open_dbs(struct store *st, bool read_only)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k = { 6, "format" }, v;
+	unsigned char fmt[4];
+	int rc;
+
+	rc = mdb_txn_begin(st->env, NULL, read_only ? MDB_RDONLY : 0, &txn);
+	if (rc)
+		return map_rc(rc, "begin");
+	for (int i = 0; i < DB_COUNT; i++) {
+		rc = mdb_dbi_open(txn, db_names[i], read_only ? 0 : MDB_CREATE, &st->dbi[i]);
+		if (rc) {
+			if (rc == MDB_NOTFOUND)
+				log_error("store: database '%s' missing", db_names[i]);
+			rc = rc == MDB_NOTFOUND ? SL_ECORRUPT : map_rc(rc, "dbi_open");
+			goto out;
+		}
+	}
+	rc = mdb_get(txn, st->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND && !read_only) {
+		sl_put_be32(fmt, STORE_FORMAT);
+		v.mv_size = sizeof fmt;
+		v.mv_data = fmt;
+		rc = map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
+	} else if (rc == 0) {
+		uint32_t have = v.mv_size == 4 ? sl_get_be32(v.mv_data) : 0;
+		if (have > STORE_FORMAT) {
+			log_error("store: format %u is newer than this program's %u",
+			    have, STORE_FORMAT);
+			rc = SL_EVERSION;
+		} else if (have == 0) {
+			rc = SL_ECORRUPT;
+		}
+	} else {
+		rc = map_rc(rc, "get format");
+	}
+out:
+	if (rc == 0)
+		rc = map_rc(mdb_txn_commit(txn), "commit");
+	else
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+int
+store_open(const char *dir, const struct store_opts *opts, struct store **out)
+{
+	struct store *st;
+	struct stat sb;
+	unsigned flags = MDB_NOTLS;
+	int rc;
+
+	if (stat(dir, &sb) != 0) {
+		if (errno != ENOENT || opts->read_only)
+			return errno == ENOENT ? SL_ENOTFOUND : -errno;
+		if (mkdir(dir, 0700) != 0)
+			return -errno;
+	}
+	st = calloc(1, sizeof *st);
+	if (!st)
+		return -ENOMEM;
+	rc = mdb_env_create(&st->env);
+	if (rc) {
+		rc = map_rc(rc, "env_create");
+		goto out;
+	}
+	mdb_env_set_maxdbs(st->env, DB_COUNT + 4);
+	mdb_env_set_maxreaders(st->env, 256);
+	rc = mdb_env_set_mapsize(st->env, opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE);
+	if (rc) {
+		rc = map_rc(rc, "set_mapsize");
+		goto out;
+	}
+	if (opts->read_only)
+		flags |= MDB_RDONLY;
+	rc = mdb_env_open(st->env, dir, flags, 0600);
+	if (rc) {
+		log_error("store: cannot open %s: %s", dir, mdb_strerror(rc));
+		rc = rc == ENOENT ? SL_ENOTFOUND : rc > 0 ? -rc : SL_ESTORE;
+		goto out;
+	}
+	rc = open_dbs(st, opts->read_only);
+out:
+	if (rc) {
+		if (st->env)
+			mdb_env_close(st->env);
+		free(st);
+		return rc;
+	}
+	*out = st;
+	return 0;
+}
+
+void
+store_close(struct store *st)
+{
+	if (!st)
+		return;
+	mdb_env_close(st->env);
+	free(st);
+}
+
+int
+store_reader_check(struct store *st)
+{
+	int dead = 0;
+
+	mdb_reader_check(st->env, &dead);
+	return dead;
+}
+
+static int
+begin(struct store *st, MDB_txn *parent, unsigned flags, struct store_txn **out)
+{
+	struct store_txn *t = malloc(sizeof *t);
+	int rc;
+
+	if (!t)
+		return -ENOMEM;
+	t->st = st;
+	rc = mdb_txn_begin(st->env, parent, flags, &t->txn);
+	if (rc) {
+		free(t);
+		return map_rc(rc, "txn_begin");
+	}
+	*out = t;
+	return 0;
+}
+
+int
+store_begin(struct store *st, bool read_only, struct store_txn **out)
+{
+	return begin(st, NULL, read_only ? MDB_RDONLY : 0, out);
+}
+
+int
+store_commit(struct store_txn *t)
+{
+	int rc = mdb_txn_commit(t->txn);
+
+	free(t);
+	return map_rc(rc, "commit");
+}
+
+void
+store_abort(struct store_txn *t)
+{
+	if (!t)
+		return;
+	mdb_txn_abort(t->txn);
+	free(t);
+}
+
+/* ---- checked values: payload followed by CRC-32 of the payload ---- */
+
+static int
+put_checked(struct store_txn *t, int db, const char *id, const void *data, size_t len)
+{
+	MDB_val k = { SL_ID_LEN, (void *)id }, v = { len + 4, NULL };
+	int rc;
+
+	/* MDB_RESERVE: LMDB hands us the space, saving a copy of the body. */
+	rc = mdb_put(t->txn, t->st->dbi[db], &k, &v, MDB_RESERVE);
+	if (rc)
+		return map_rc(rc, "put");
+	memcpy(v.mv_data, data, len);
+	sl_put_be32((unsigned char *)v.mv_data + len, sl_crc32(0, data, len));
+	return 0;
+}
+
+static int
+get_checked(struct store_txn *t, int db, const char *id, const void **data, size_t *len)
+{
+	MDB_val k = { SL_ID_LEN, (void *)id }, v;
+	int rc = mdb_get(t->txn, t->st->dbi[db], &k, &v);
+
+	if (rc)
+		return map_rc(rc, "get");
+	if (v.mv_size < 4)
+		return SL_ECORRUPT;
+	*len = v.mv_size - 4;
+	*data = v.mv_data;
+	if (sl_get_be32((unsigned char *)v.mv_data + *len) != sl_crc32(0, v.mv_data, *len)) {
+		log_error("store: record %s in %s failed its checksum", id, db_names[db]);
+		return SL_ECORRUPT;
+	}
+	return 0;
+}
+
+int
+store_body_put(struct store_txn *t, const char *id, const void *data, size_t len)
+{
+	return put_checked(t, DB_BODIES, id, data, len);
+}
+
+int
+store_body_get(struct store_txn *t, const char *id, const void **data, size_t *len)
+{
+	return get_checked(t, DB_BODIES, id, data, len);
+}
+
+int
+store_result_put(struct store_txn *t, const char *id, const void *data, size_t len)
+{
+	return put_checked(t, DB_RESULTS, id, data, len);
+}
+
+int
+store_result_get(struct store_txn *t, const char *id, const void **data, size_t *len)
+{
+	return get_checked(t, DB_RESULTS, id, data, len);
+}
+
+/* ---- jobs and their indexes ---- */
+
+int
+store_job_get(struct store_txn *t, const char *id, struct job *out)
+{
+	MDB_val k = { SL_ID_LEN, (void *)id }, v;
+	int rc;
+
+	if (strlen(id) != SL_ID_LEN)
+		return SL_ENOTFOUND;
+	rc = mdb_get(t->txn, t->st->dbi[DB_JOBS], &k, &v);
+	if (rc)
+		return map_rc(rc, "get job");
+	rc = job_decode(id, v.mv_data, v.mv_size, out);
+	if (rc)
+		log_error("store: job %s failed its checksum or decoding", id);
+	return rc;
+}
+
+static int
+put_key(struct store_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+
+	return map_rc(mdb_put(t->txn, t->st->dbi[db], &k, &v, 0), db_names[db]);
+}
+
+static int
+del_key(struct store_txn *t, int db, const void *key, size_t klen)
+{
+	MDB_val k = { klen, (void *)key };
+	int rc = mdb_del(t->txn, t->st->dbi[db], &k, NULL);
+
+	/* A missing entry is what `check --repair` is for; not fatal here. */
+	if (rc == MDB_NOTFOUND) {
+		log_warn("store: %s index entry was already missing", db_names[db]);
+		return 0;
+	}
+	return map_rc(rc, db_names[db]);
+}
+
+/* Moves one time-keyed index entry from (was_in, old_ms) to (is_in, new_ms). */
+static int
+move_time_key(struct store_txn *t, int db, const char *id, bool was_in, uint64_t old_ms,
+    bool is_in, uint64_t new_ms)
+{
+	unsigned char k[TIME_KEY_LEN];
+	int rc = 0;
+
+	if (was_in && is_in && old_ms == new_ms)
+		return 0;
+	if (was_in) {
+		time_key(k, old_ms, id);
+		rc = del_key(t, db, k, sizeof k);
+		if (rc)
+			return rc;
+	}
+	if (is_in) {
+		time_key(k, new_ms, id);
+		rc = put_key(t, db, k, sizeof k, "", 0);
+	}
+	return rc;
+}
+
+static int
+counts_adjust(struct store_txn *t, int from_state, int to_state)
+{
+	MDB_val k = { 6, "counts" }, v;
+	unsigned char buf[8 * JOB_STATE_COUNT];
+	int rc;
+
+	if (from_state == to_state)
+		return 0;
+	rc = mdb_get(t->txn, t->st->dbi[DB_META], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		memset(buf, 0, sizeof buf);
+	else if (rc)
+		return map_rc(rc, "get counts");
+	else if (v.mv_size != sizeof buf)
+		return SL_ECORRUPT;
+	else
+		memcpy(buf, v.mv_data, sizeof buf);
+	if (from_state >= 0) {
+		uint64_t c = sl_get_be64(buf + 8 * from_state);
+		sl_put_be64(buf + 8 * from_state, c ? c - 1 : 0);
+	}
+	if (to_state >= 0)
+		sl_put_be64(buf + 8 * to_state, sl_get_be64(buf + 8 * to_state) + 1);
+	v.mv_size = sizeof buf;
+	v.mv_data = buf;
+	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put counts");
+}
+
+int
+store_counts_get(struct store_txn *t, struct store_counts *out)
+{
+	MDB_val k = { 6, "counts" }, v;
+	int rc = mdb_get(t->txn, t->st->dbi[DB_META], &k, &v);
+
+	memset(out, 0, sizeof *out);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return map_rc(rc, "get counts");
+	if (v.mv_size != 8 * JOB_STATE_COUNT)
+		return SL_ECORRUPT;
+	for (int i = 0; i < JOB_STATE_COUNT; i++)
+		out->by_state[i] = sl_get_be64((unsigned char *)v.mv_data + 8 * i);
+	return 0;
+}
+
+int
+store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
+{
+	unsigned char rec[JOB_ENCODED_MAX], infl[16];
+	static const struct job none; /* in no index */
+	const struct job *o = old ? old : &none;
+	bool o_live = old != NULL;
+	size_t n;
+	int rc;
+
+	n = job_encode(nw, rec);
+	rc = put_key(t, DB_JOBS, nw->id, SL_ID_LEN, rec, n);
+	if (rc)
+		return rc;
+	rc = move_time_key(t, DB_READY, nw->id, o_live && job_in_ready(o), o->not_before_ms,
+	    job_in_ready(nw), nw->not_before_ms);
+	if (!rc)
+		rc = move_time_key(t, DB_EXPIRY, nw->id, o_live && job_in_expiry(o),
+		    o->expires_ms, job_in_expiry(nw), nw->expires_ms);
+	if (!rc)
+		rc = move_time_key(t, DB_CREATED, nw->id, o_live, o->created_ms, true,
+		    nw->created_ms);
+	if (!rc)
+		rc = move_time_key(t, DB_FINISHED, nw->id, o_live && job_is_final(o->state),
+		    o->finished_ms, job_is_final(nw->state), nw->finished_ms);
+	if (rc)
+		return rc;
+	if (job_in_inflight(nw)) {
+		sl_put_be64(infl, nw->attempt_id);
+		sl_put_be64(infl + 8, nw->lease_ms);
+		rc = put_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN, infl, sizeof infl);
+	} else if (o_live && job_in_inflight(o)) {
+		rc = del_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN);
+	}
+	if (rc)
+		return rc;
+	return counts_adjust(t, o_live ? o->state : -1, nw->state);
+}
+
+int
+store_job_delete(struct store_txn *t, const struct job *j)
+{
+	MDB_val k = { SL_ID_LEN, (void *)j->id };
+	int rc;
+
+	rc = move_time_key(t, DB_READY, j->id, job_in_ready(j), j->not_before_ms, false, 0);
+	if (!rc)
+		rc = move_time_key(t, DB_EXPIRY, j->id, job_in_expiry(j), j->expires_ms, false, 0);
+	if (!rc)
+		rc = move_time_key(t, DB_CREATED, j->id, true, j->created_ms, false, 0);
+	if (!rc)
+		rc = move_time_key(t, DB_FINISHED, j->id, job_is_final(j->state),
+		    j->finished_ms, false, 0);
+	if (!rc && job_in_inflight(j))
+		rc = del_key(t, DB_INFLIGHT, j->id, SL_ID_LEN);
+	if (rc)
+		return rc;
+	for (int db = DB_JOBS; db <= DB_RESULTS; db++) {
+		rc = mdb_del(t->txn, t->st->dbi[db], &k, NULL);
+		if (rc && rc != MDB_NOTFOUND)
+			return map_rc(rc, "delete");
+	}
+	return counts_adjust(t, j->state, -1);
+}
+
+/* Walks a time-keyed index from the start, collecting ids due by upto_ms. */
+static int
+time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
+    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	*n = 0;
+	*next_due_ms = UINT64_MAX;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t due;
+		if (k.mv_size != TIME_KEY_LEN) {
+			rc = SL_ECORRUPT;
+			break;
+		}
+		due = sl_get_be64(k.mv_data);
+		if (due > upto_ms || *n >= max) {
+			*next_due_ms = due;
+			break;
+		}
+		memcpy(ids[*n], (char *)k.mv_data + 8, SL_ID_LEN);
+		ids[*n][SL_ID_LEN] = '\0';
+		(*n)++;
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+}
+
+int
+store_ready_due(struct store_txn *t, uint64_t upto_ms, size_t max,
+    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+{
+	return time_index_due(t, DB_READY, upto_ms, max, ids, n, next_due_ms);
+}
+
+int
+store_expiry_due(struct store_txn *t, uint64_t upto_ms, size_t max,
+    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+{
+	return time_index_due(t, DB_EXPIRY, upto_ms, max, ids, n, next_due_ms);
+}
+
+int
+store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1], size_t *n)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	*n = 0;
+	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_INFLIGHT], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != SL_ID_LEN) {
+			rc = SL_ECORRUPT;
+			break;
+		}
+		memcpy(ids[*n], k.mv_data, SL_ID_LEN);
+		ids[*n][SL_ID_LEN] = '\0';
+		(*n)++;
+	}
+	mdb_cursor_close(cur);
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+}
