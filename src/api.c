@@ -210,7 +210,7 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 		goto fail;
 	}
 	now = sl_wall_ms();
-	if (sl_random_id(s->job.id, SL_ID_LEN)) {
+	if (sl_job_id(now, s->job.id)) {
 		json_decref(info.root);
 		reply_err(r, 503, "server_error", NULL, NULL, "No randomness for an id.");
 		goto fail;

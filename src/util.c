@@ -69,6 +69,24 @@ sl_random_id(char *out, size_t len)
 	return 0;
 }
 
+/* The id alphabet in ASCII order, so encoded times sort as numbers. */
+static const char sorted_alphabet[64] =
+    "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+
+int
+sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1])
+{
+	int rc = sl_random_id(out, SL_ID_LEN);
+
+	if (rc)
+		return rc;
+	for (int i = 6; i >= 0; i--) {
+		out[i] = sorted_alphabet[now_ms & 63];
+		now_ms >>= 6;
+	}
+	return 0;
+}
+
 bool
 sl_id_valid(const char *s, size_t len)
 {

@@ -27,6 +27,13 @@ extern uint64_t (*sl_clock_hook)(void);
  * getrandom(2)) and a NUL to `out` (which holds len + 1 bytes).
  * Returns 0, or -errno if the kernel's generator failed. */
 int sl_random_id(char *out, size_t len);
+/* A job id: 7 characters encoding `now_ms` (42 bits, in an alphabet that
+ * sorts like the numbers) then 14 random characters (84 bits), all
+ * URL-safe, into out[SL_ID_LEN + 1]. Time-ordered like ULID/UUIDv7, so new
+ * jobs append to the end of the store's B-trees instead of dirtying a random
+ * page each (see docs/ARCHITECTURE.md); 84 random bits keep ids
+ * unguessable. Returns 0 or -errno. */
+int sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1]);
 /* Fills `buf` with `len` random bytes from getrandom(2). Returns 0 or -errno. */
 int sl_random_bytes(void *buf, size_t len);
 /* True if `s` has exactly `len` characters, all URL-safe id characters. */

@@ -1,0 +1,294 @@
+/*
+ * test_store.c - the store and the queue operations on a real LMDB
+ * environment in a temporary directory: every transition leaves the job in
+ * exactly the indexes its state implies, fencing drops stale results,
+ * recovery puts in-flight jobs back, and a newer format is refused.
+ */
+#include "config.h"
+
+#include <lmdb.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../tap.h"
+#include "slowlane/common.h"
+#include "slowlane/queue.h"
+#include "slowlane/store.h"
+
+static char dir[256];
+static struct store *st;
+
+static struct store_txn *
+wtxn(void)
+{
+	struct store_txn *t = NULL;
+
+	if (store_begin(st, false, &t))
+		abort();
+	return t;
+}
+
+static struct job
+new_job(const char *id, uint64_t now)
+{
+	struct job j = { .state = JOB_QUEUED, .created_ms = now, .not_before_ms = now,
+		.expires_ms = now + 10000 };
+	snprintf(j.id, sizeof j.id, "%s", id);
+	snprintf(j.model, sizeof j.model, "m");
+	return j;
+}
+
+/* Counts entries due by `upto` in ready / expiry, and in inflight. */
+static size_t
+n_ready(uint64_t upto)
+{
+	char ids[64][SL_ID_LEN + 1];
+	size_t n = 0;
+	uint64_t next;
+	struct store_txn *t;
+
+	store_begin(st, true, &t);
+	store_ready_due(t, upto, 64, ids, &n, &next);
+	store_abort(t);
+	return n;
+}
+
+static size_t
+n_expiry(uint64_t upto)
+{
+	char ids[64][SL_ID_LEN + 1];
+	size_t n = 0;
+	uint64_t next;
+	struct store_txn *t;
+
+	store_begin(st, true, &t);
+	store_expiry_due(t, upto, 64, ids, &n, &next);
+	store_abort(t);
+	return n;
+}
+
+static size_t
+n_inflight(void)
+{
+	char ids[64][SL_ID_LEN + 1];
+	size_t n = 0;
+	struct store_txn *t;
+
+	store_begin(st, true, &t);
+	store_inflight_list(t, 64, ids, &n);
+	store_abort(t);
+	return n;
+}
+
+struct claimed {
+	struct job jobs[16];
+	char bodies[16][64];
+	size_t n;
+};
+
+static int
+on_claim(void *arg, const struct job *j, const void *body, size_t len)
+{
+	struct claimed *c = arg;
+
+	c->jobs[c->n] = *j;
+	snprintf(c->bodies[c->n], sizeof c->bodies[0], "%.*s", (int)len, (const char *)body);
+	c->n++;
+	return 0;
+}
+
+static struct job
+get(const char *id)
+{
+	struct store_txn *t;
+	struct job j;
+
+	memset(&j, 0, sizeof j);
+	store_begin(st, true, &t);
+	store_job_get(t, id, &j);
+	store_abort(t);
+	return j;
+}
+
+int
+main(void)
+{
+	struct store_opts so = { .map_size = 64 << 20 };
+	struct store_txn *t;
+	struct claimed c = { 0 };
+	struct store_counts counts;
+	struct job j;
+	size_t n;
+	uint64_t next;
+	const char *A = "AAAAAAAAAAAAAAAAAAAAA", *B = "BBBBBBBBBBBBBBBBBBBBB",
+		   *C = "CCCCCCCCCCCCCCCCCCCCC";
+
+	snprintf(dir, sizeof dir, "%s/slowlane-test-store-XXXXXX",
+	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(dir))
+		return 1;
+	ok(store_open(dir, &so, &st) == 0, "store opens in %s", dir);
+
+	/* insert three jobs; B is due later */
+	t = wtxn();
+	j = new_job(A, 1000);
+	ok(queue_insert(t, &j, "{\"a\":1}", 7) == 0, "insert A");
+	j = new_job(B, 1000);
+	j.not_before_ms = 5000;
+	ok(queue_insert(t, &j, "{\"b\":2}", 7) == 0, "insert B (due later)");
+	j = new_job(C, 1001);
+	ok(queue_insert(t, &j, "{\"c\":3}", 7) == 0, "insert C");
+	ok(store_commit(t) == 0, "commit");
+	is_int(n_ready(2000), 2, "two jobs due at 2000");
+	is_int(n_ready(6000), 3, "three due at 6000");
+	is_int(n_expiry(UINT64_MAX), 3, "every unfinished job has an expiry entry");
+
+	/* claim */
+	t = wtxn();
+	ok(queue_claim(t, 2000, 10, 60000, on_claim, &c, &n, &next) == 0 && n == 2,
+	    "claim takes the two due jobs");
+	is_int(next, 5000, "next due time reported");
+	store_commit(t);
+	ok(c.n == 2 && strcmp(c.jobs[0].id, A) == 0 && strcmp(c.bodies[0], "{\"a\":1}") == 0,
+	    "claimed in due order with bodies");
+	ok(c.jobs[0].attempt_id != 0 && c.jobs[0].attempt_id != c.jobs[1].attempt_id,
+	    "fresh attempt ids");
+	is_int(n_ready(2000), 0, "claimed jobs left the ready index");
+	is_int(n_inflight(), 2, "and are in the inflight index");
+	is_int(get(A).state, JOB_IN_PROGRESS, "A is In Progress");
+
+	/* complete A with success, C with a stale attempt then retry */
+	t = wtxn();
+	struct queue_outcome ok_out = { .verdict = QUEUE_SUCCESS, .http_status = 200,
+		.message = "Generation successful", .response = "{\"r\":1}", .response_len = 7 };
+	ok(queue_complete(t, A, c.jobs[0].attempt_id, 3000, &ok_out) == 0, "A succeeds");
+	ok(queue_complete(t, A, c.jobs[0].attempt_id, 3001, &ok_out) == SL_ESTALE,
+	    "a second answer for A is fenced");
+	ok(queue_complete(t, C, c.jobs[1].attempt_id + 1, 3000, &ok_out) == SL_ESTALE,
+	    "an answer from another attempt is fenced");
+	struct queue_outcome retry = { .verdict = QUEUE_RETRY, .not_before_ms = 4000,
+		.http_status = 503, .message = "Queued for retry" };
+	ok(queue_complete(t, C, c.jobs[1].attempt_id, 3000, &retry) == 0, "C retries");
+	store_commit(t);
+	j = get(A);
+	ok(j.state == JOB_SUCCESS && j.finished_ms == 3000 &&
+	    strcmp(j.message, "Generation successful") == 0, "A stored as Success");
+	{
+		const void *p;
+		size_t len;
+		store_begin(st, true, &t);
+		ok(store_result_get(t, A, &p, &len) == 0 && len == 7 && memcmp(p, "{\"r\":1}", 7) == 0,
+		    "A's result stored");
+		ok(store_result_get(t, C, &p, &len) == SL_ENOTFOUND, "C has no result yet");
+		store_abort(t);
+	}
+	is_int(n_inflight(), 0, "nothing in flight");
+	is_int(n_ready(3999), 0, "C not due before its backoff");
+	is_int(n_ready(4000), 1, "C due after its backoff");
+	is_int(n_expiry(UINT64_MAX), 2, "A left the expiry index");
+	j = get(C);
+	ok(j.state == JOB_QUEUED && j.http_status == 503 && j.attempts == 1,
+	    "C is Queued with its last status");
+
+	/* crash recovery: claim C, then "crash" (recover without finishing) */
+	memset(&c, 0, sizeof c);
+	t = wtxn();
+	queue_claim(t, 4000, 10, 60000, on_claim, &c, &n, &next);
+	store_commit(t);
+	is_int(n_inflight(), 1, "C in flight before the crash");
+	t = wtxn();
+	ok(queue_recover(t, 4500, 256, &n) == 0 && n == 1, "recovery puts one job back");
+	store_commit(t);
+	is_int(n_inflight(), 0, "inflight empty after recovery");
+	is_int(get(C).state, JOB_QUEUED, "C is Queued again");
+	t = wtxn();
+	ok(queue_complete(t, C, c.jobs[0].attempt_id, 4600, &ok_out) == SL_ESTALE,
+	    "the interrupted attempt's answer is fenced");
+	store_abort(t);
+
+	/* expiry of queued and in-flight jobs */
+	memset(&c, 0, sizeof c);
+	t = wtxn();
+	queue_claim(t, 6000, 1, 60000, on_claim, &c, &n, &next); /* C in flight */
+	store_commit(t);
+	{
+		int seen = 0;
+		t = wtxn();
+		ok(queue_expire(t, 11001, 256, NULL, NULL, &n, &next) == 0 && n == 2,
+		    "B (queued) and C (in flight) expire");
+		store_commit(t);
+		(void)seen;
+	}
+	j = get(B);
+	ok(j.state == JOB_FAILED && strstr(j.message, "Expired") != NULL, "B Failed, expired");
+	j = get(C);
+	ok(j.state == JOB_FAILED && strstr(j.message, "in progress") != NULL,
+	    "C Failed, abandoned in progress");
+	is_int(n_ready(UINT64_MAX) + n_inflight() + n_expiry(UINT64_MAX), 0,
+	    "ended jobs are in no queue index");
+
+	/* requeue and cancel */
+	t = wtxn();
+	ok(queue_requeue(t, A, 20000, 10000, false) == SL_ESTALE, "Success needs force");
+	ok(queue_requeue(t, B, 20000, 10000, false) == 0, "requeue Failed job B");
+	store_commit(t);
+	j = get(B);
+	ok(j.state == JOB_QUEUED && j.attempts == 0 && j.expires_ms == 30000,
+	    "B Queued with fresh expiry and attempts");
+	is_int(n_ready(20000), 1, "B back in ready");
+	t = wtxn();
+	ok(queue_cancel(t, B, 21000, "cancelled by operator") == 0, "cancel B");
+	ok(queue_cancel(t, B, 21000, "again") == SL_ESTALE, "cancel twice is stale");
+	ok(queue_cancel(t, "ZZZZZZZZZZZZZZZZZZZZZ", 21000, "x") == SL_ENOTFOUND,
+	    "cancel unknown id");
+	store_commit(t);
+	is_str(get(B).message, "cancelled by operator", "cancel message kept");
+
+	store_begin(st, true, &t);
+	store_counts_get(t, &counts);
+	store_abort(t);
+	ok(counts.by_state[JOB_SUCCESS] == 1 && counts.by_state[JOB_FAILED] == 2 &&
+	    counts.by_state[JOB_QUEUED] == 0 && counts.by_state[JOB_IN_PROGRESS] == 0,
+	    "per-state counts follow every transition");
+
+	/* delete */
+	t = wtxn();
+	j = get(A);
+	ok(store_job_delete(t, &j) == 0, "delete A");
+	store_commit(t);
+	store_begin(st, true, &t);
+	ok(store_job_get(t, A, &j) == SL_ENOTFOUND, "A gone");
+	store_abort(t);
+
+	/* persistence across reopen, and a newer format refused */
+	store_close(st);
+	ok(store_open(dir, &so, &st) == 0 && get(C).state == JOB_FAILED, "reopen keeps jobs");
+	store_close(st);
+	{
+		MDB_env *env;
+		MDB_txn *txn;
+		MDB_dbi dbi;
+		MDB_val k = { 6, "format" }, v = { 4, "\0\0\0\x09" };
+		mdb_env_create(&env);
+		mdb_env_set_maxdbs(env, 16);
+		mdb_env_open(env, dir, 0, 0600);
+		mdb_txn_begin(env, NULL, 0, &txn);
+		mdb_dbi_open(txn, "meta", 0, &dbi);
+		mdb_put(txn, dbi, &k, &v, 0);
+		mdb_txn_commit(txn);
+		mdb_env_close(env);
+	}
+	ok(store_open(dir, &so, &st) == SL_EVERSION, "a newer store format is refused");
+	{
+		struct store_opts ro = { .read_only = true };
+		ok(store_open("/nonexistent/slowlane", &ro, &st) == SL_ENOTFOUND,
+		    "a missing store is reported read-only");
+	}
+	{
+		char cmd[300];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			return 1;
+	}
+	return tap_done();
+}

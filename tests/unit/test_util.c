@@ -1,0 +1,79 @@
+/* test_util.c - ids, durations, timestamps, CRC, the capped buffer. */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "../tap.h"
+#include "slowlane/common.h"
+#include "slowlane/util.h"
+
+int
+main(void)
+{
+	char id[SL_ID_LEN + 1], id2[SL_ID_LEN + 1], ts[32];
+	uint64_t ms = 0;
+	struct sl_buf b;
+
+	ok(sl_random_id(id, SL_ID_LEN) == 0, "random id generated");
+	is_int(strlen(id), SL_ID_LEN, "id has 21 characters");
+	ok(sl_id_valid(id, SL_ID_LEN), "id is URL-safe");
+	sl_random_id(id2, SL_ID_LEN);
+	ok(strcmp(id, id2) != 0, "two ids differ");
+	ok(!sl_id_valid("abc", SL_ID_LEN), "short id rejected");
+	{
+		char a[SL_ID_LEN + 1], b2[SL_ID_LEN + 1], c[SL_ID_LEN + 1];
+		sl_job_id(1749061362809ull, a);
+		sl_job_id(1749061362810ull, b2);
+		sl_job_id(1749061362809ull, c);
+		ok(sl_id_valid(a, SL_ID_LEN) && strlen(a) == SL_ID_LEN, "job id is URL-safe");
+		ok(strcmp(a, b2) < 0, "job ids sort by time: %s < %s", a, b2);
+		ok(memcmp(a, c, 7) == 0 && strcmp(a + 7, c + 7) != 0,
+		    "same ms: same prefix, random rest");
+		sl_job_id(1ull << 41, a);
+		sl_job_id((1ull << 41) - 1, b2);
+		ok(strcmp(b2, a) < 0, "ordering holds across digit boundaries");
+	}
+	ok(!sl_id_valid("N2mZQjrvh-k_m8nMMN7J/", SL_ID_LEN), "'/' rejected");
+	ok(sl_id_valid("N2mZQjrvh-k_m8nMMN7Jn", SL_ID_LEN), "seed's id accepted");
+	ok(!sl_id_valid("N2mZQjrvh-k_m8nMMN7Jnx", SL_ID_LEN), "long id rejected");
+
+	ok(sl_parse_duration_ms("72h", &ms) == 0 && ms == 72ull * 3600 * 1000, "72h");
+	ok(sl_parse_duration_ms("2s", &ms) == 0 && ms == 2000, "2s");
+	ok(sl_parse_duration_ms("15m", &ms) == 0 && ms == 900000, "15m");
+	ok(sl_parse_duration_ms("250ms", &ms) == 0 && ms == 250, "250ms");
+	ok(sl_parse_duration_ms("30", &ms) == 0 && ms == 30000, "bare number is seconds");
+	ok(sl_parse_duration_ms("1d", &ms) == 0 && ms == 86400000, "1d");
+	ok(sl_parse_duration_ms("", &ms) == SL_EINVAL, "empty rejected");
+	ok(sl_parse_duration_ms("-1s", &ms) == SL_EINVAL, "negative rejected");
+	ok(sl_parse_duration_ms("5x", &ms) == SL_EINVAL, "unknown unit rejected");
+	ok(sl_parse_duration_ms("h", &ms) == SL_EINVAL, "unit without number rejected");
+	ok(sl_parse_duration_ms("99999999999999999999s", &ms) == SL_EINVAL, "overflow rejected");
+
+	is_str(sl_fmt_iso8601(1749061362809ull, ts, sizeof ts), "2025-06-04T18:22:42.809Z",
+	    "ISO 8601 with milliseconds");
+	is_str(sl_fmt_iso8601(0, ts, sizeof ts), "1970-01-01T00:00:00.000Z", "epoch");
+
+	is_int(sl_crc32(0, "123456789", 9), 0xCBF43926u, "CRC-32 check value");
+	is_int(sl_crc32(sl_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u, "CRC-32 continues");
+
+	sl_buf_init(&b, 10);
+	ok(sl_buf_append(&b, "hello", 5) == 0, "append within limit");
+	ok(sl_buf_append(&b, "world", 5) == 0, "append up to limit");
+	ok(sl_buf_append(&b, "!", 1) == SL_ETOOBIG, "append past limit refused");
+	is_str(b.data, "helloworld", "buffer unchanged by refused append");
+	sl_buf_release(&b);
+	sl_buf_init(&b, 1 << 20);
+	for (int i = 0; i < 1000; i++)
+		sl_buf_printf(&b, "%d,", i);
+	ok(b.len > 3000 && b.data[b.len] == '\0', "printf grows and terminates");
+	sl_buf_release(&b);
+
+	{
+		unsigned char k[8];
+		sl_put_be64(k, 0x0102030405060708ull);
+		ok(k[0] == 1 && k[7] == 8, "big-endian layout");
+		ok(sl_get_be64(k) == 0x0102030405060708ull, "be64 round trip");
+	}
+	ok(sl_ct_equal("abc", "abc", 3) && !sl_ct_equal("abc", "abd", 3), "ct_equal");
+	return tap_done();
+}
