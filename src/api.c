@@ -17,6 +17,7 @@
 
 #include "slowlane/api.h"
 #include "slowlane/common.h"
+#include "slowlane/generation.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
 #include "slowlane/util.h"
@@ -103,36 +104,6 @@ authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_LEN + 1])
 		reply_err(r, 401, "authentication_error", NULL, "invalid_api_key",
 		    "Incorrect API key provided.");
 	return ok;
-}
-
-/* Appends `s` as a JSON string, or null. */
-static int
-append_json_string(struct sl_buf *b, const char *s)
-{
-	json_t *j;
-	char *enc;
-	int rc;
-
-	if (!s)
-		return sl_buf_append(b, "null", 4);
-	j = json_string(s);
-	enc = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
-	json_decref(j);
-	if (!enc)
-		return sl_buf_append(b, "null", 4); /* invalid UTF-8: never stored */
-	rc = sl_buf_append(b, enc, strlen(enc));
-	free(enc);
-	return rc;
-}
-
-static int
-append_time(struct sl_buf *b, const char *name, uint64_t ms)
-{
-	char ts[32];
-
-	if (!ms)
-		return sl_buf_printf(b, ",\"%s\":null", name);
-	return sl_buf_printf(b, ",\"%s\":\"%s\"", name, sl_fmt_iso8601(ms, ts, sizeof ts));
 }
 
 /* ---- submit ---- */
@@ -241,48 +212,6 @@ static void h_completion(struct http_req *r, void *ctx) { submit(r, ctx, JOB_COM
 
 /* ---- poll ---- */
 
-/* Renders the generation object of API.md section 1. Returns 0, or an
- * SL_E code (nothing rendered). */
-static int
-render_generation(struct store_txn *t, const struct job *j, struct sl_buf *b)
-{
-	const void *req = NULL, *resp = NULL;
-	size_t req_len = 0, resp_len = 0;
-	int rc;
-
-	rc = store_body_get(t, j->id, &req, &req_len);
-	if (rc)
-		return rc;
-	rc = store_result_get(t, j->id, &resp, &resp_len);
-	if (rc == SL_ENOTFOUND)
-		resp = NULL;
-	else if (rc)
-		return rc;
-	/* Stored bodies are JSON texts (validated at submit; results are
-	 * upstream JSON or wrapped by the scheduler): embed them raw. */
-	rc = sl_buf_printf(b, "{\"id\":\"%s\",\"request\":", j->id);
-	if (!rc)
-		rc = sl_buf_append(b, req, req_len);
-	if (!rc)
-		rc = sl_buf_append(b, ",\"response\":", 12);
-	if (!rc)
-		rc = resp ? sl_buf_append(b, resp, resp_len) : sl_buf_append(b, "null", 4);
-	if (!rc)
-		rc = sl_buf_printf(b, ",\"state\":\"%s\",\"stateMessage\":",
-		    job_state_name(j->state));
-	if (!rc)
-		rc = append_json_string(b, j->message);
-	if (!rc)
-		rc = append_time(b, "createdAt", j->created_ms);
-	if (!rc)
-		rc = append_time(b, "dispatchedAt", j->dispatched_ms);
-	if (!rc)
-		rc = append_time(b, "finishedAt", j->finished_ms);
-	if (!rc)
-		rc = sl_buf_append(b, "}", 1);
-	return rc;
-}
-
 static void
 h_generation(struct http_req *r, void *ctx)
 {
@@ -309,7 +238,7 @@ h_generation(struct http_req *r, void *ctx)
 	if (rc == 0 && strcmp(j.tenant, tenant) != 0)
 		rc = SL_ENOTFOUND;
 	if (rc == 0)
-		rc = render_generation(t, &j, &b);
+		rc = generation_render(t, &j, &b);
 out:
 	store_abort(t);
 	if (rc == SL_ENOTFOUND) {

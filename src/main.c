@@ -124,7 +124,7 @@ static int
 run(struct daemon *d)
 {
 	struct config *c = &d->cfg;
-	struct store_opts so = { .map_size = c->map_size };
+	struct store_opts so = { .map_size = c->map_size, .create = true };
 	const char *const loadtest_models[] = { "load-test", NULL };
 	size_t recovered = 0, n_routes;
 	const struct http_route *routes;

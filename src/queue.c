@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "slowlane/common.h"
@@ -13,6 +14,20 @@
 
 /* Jobs handled per index scan; callers loop for more. */
 #define SCAN_CHUNK 256
+
+/* Keeps the end of attempt `j->attempts` for `slowlanectl show`. */
+static int
+record_attempt(struct store_txn *t, const struct job *j, uint64_t now_ms, uint16_t status,
+    const char *message)
+{
+	struct store_attempt a = { .attempt = j->attempts, .started_ms = j->dispatched_ms,
+		.ended_ms = now_ms, .http_status = status };
+
+	if (j->attempts == 0)
+		return 0;
+	snprintf(a.message, sizeof a.message, "%s", message);
+	return store_attempt_put(t, j->id, &a);
+}
 
 int
 queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len)
@@ -98,6 +113,9 @@ queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_
 		return rc;
 	j.http_status = o->http_status;
 	job_set_message(&j, "%s", o->message);
+	rc = record_attempt(t, &j, now_ms, o->http_status, o->message);
+	if (rc)
+		return rc;
 	if (o->response) {
 		rc = store_result_put(t, id, o->response, o->response_len);
 		if (rc)
@@ -141,7 +159,10 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 			    "(last error: %.400s)", old.message);
 		else
 			job_set_message(&j, "Expired: not finished within its time to live");
-		rc = store_job_put(t, &old, &j);
+		if (was_in_progress)
+			rc = record_attempt(t, &j, now_ms, 0, "abandoned: the job expired");
+		if (!rc)
+			rc = store_job_put(t, &old, &j);
 		if (rc)
 			return rc;
 		(*n)++;
@@ -177,7 +198,9 @@ queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
 		if (rc)
 			return SL_ECORRUPT;
 		job_set_message(&j, "Requeued after a restart interrupted attempt %u", j.attempts);
-		rc = store_job_put(t, &old, &j);
+		rc = record_attempt(t, &old, now_ms, 0, "interrupted: the daemon stopped");
+		if (!rc)
+			rc = store_job_put(t, &old, &j);
 		if (rc)
 			return rc;
 		(*n)++;
@@ -199,7 +222,8 @@ queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t
 	j = old;
 	job_release(&j, now_ms);
 	job_set_message(&j, "Requeued at shutdown");
-	return store_job_put(t, &old, &j);
+	rc = record_attempt(t, &old, now_ms, 0, "interrupted: requeued at shutdown");
+	return rc ? rc : store_job_put(t, &old, &j);
 }
 
 int
@@ -216,6 +240,11 @@ queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *m
 	if (rc)
 		return rc;
 	job_set_message(&j, "%s", message);
+	if (old.state == JOB_IN_PROGRESS) {
+		rc = record_attempt(t, &old, now_ms, 0, "abandoned: the job was cancelled");
+		if (rc)
+			return rc;
+	}
 	return store_job_put(t, &old, &j);
 }
 
@@ -242,6 +271,5 @@ queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl
 	rc = store_job_put(t, &old, &j);
 	if (rc)
 		return rc;
-	rc = store_result_put(t, id, "null", 4);
-	return rc;
+	return store_result_delete(t, id);
 }

@@ -29,7 +29,7 @@
 
 enum dbi_index {
 	DB_META, DB_JOBS, DB_BODIES, DB_RESULTS, DB_READY, DB_INFLIGHT,
-	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_COUNT
+	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY, DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
@@ -37,6 +37,12 @@ static const char *const db_names[DB_COUNT] = {
 	[DB_RESULTS] = "results", [DB_READY] = "ready",
 	[DB_INFLIGHT] = "inflight", [DB_EXPIRY] = "expiry",
 	[DB_CREATED] = "created", [DB_FINISHED] = "finished",
+	[DB_HISTORY] = "history",
+};
+
+static const int time_db[] = {
+	[STORE_READY] = DB_READY, [STORE_EXPIRY] = DB_EXPIRY,
+	[STORE_CREATED] = DB_CREATED, [STORE_FINISHED] = DB_FINISHED,
 };
 
 struct store {
@@ -130,10 +136,15 @@ store_open(const char *dir, const struct store_opts *opts, struct store **out)
 	int rc;
 
 	if (stat(dir, &sb) != 0) {
-		if (errno != ENOENT || opts->read_only)
+		if (errno != ENOENT || !opts->create || opts->read_only)
 			return errno == ENOENT ? SL_ENOTFOUND : -errno;
 		if (mkdir(dir, 0700) != 0)
 			return -errno;
+	} else if (!opts->create) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/data.mdb", dir);
+		if (stat(path, &sb) != 0)
+			return SL_ENOTFOUND;
 	}
 	st = calloc(1, sizeof *st);
 	if (!st)
@@ -440,6 +451,33 @@ store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
 	return counts_adjust(t, o_live ? o->state : -1, nw->state);
 }
 
+/* Deletes every history entry of `id` (keys id | attempt). */
+static int
+history_delete(struct store_txn *t, const char *id)
+{
+	MDB_cursor *cur;
+	MDB_val k = { SL_ID_LEN, (void *)id }, v;
+	int rc;
+
+	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_HISTORY], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	/* Re-seek after each delete: where a cursor stands after mdb_cursor_del
+	 * is a corner of LMDB better not relied on. */
+	for (;;) {
+		k.mv_size = SL_ID_LEN;
+		k.mv_data = (void *)id;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc || k.mv_size != SL_ID_LEN + 4 || memcmp(k.mv_data, id, SL_ID_LEN) != 0)
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : map_rc(rc, "history delete");
+}
+
 int
 store_job_delete(struct store_txn *t, const struct job *j)
 {
@@ -463,6 +501,9 @@ store_job_delete(struct store_txn *t, const struct job *j)
 		if (rc && rc != MDB_NOTFOUND)
 			return map_rc(rc, "delete");
 	}
+	rc = history_delete(t, j->id);
+	if (rc)
+		return rc;
 	return counts_adjust(t, j->state, -1);
 }
 
@@ -541,4 +582,366 @@ store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1],
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
 	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+}
+
+/* ---- inspection and repair ---- */
+
+int
+store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool reverse,
+    store_time_fn cb, void *arg)
+{
+	unsigned char start[TIME_KEY_LEN];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, stop = 0;
+
+	rc = mdb_cursor_open(t->txn, t->st->dbi[time_db[ix]], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	sl_put_be64(start, from_ms);
+	memset(start + 8, reverse ? 0xff : 0, SL_ID_LEN);
+	k.mv_size = sizeof start;
+	k.mv_data = start;
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (reverse) {
+		/* SET_RANGE finds the first key >= start: step back to <= it. */
+		if (rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+		else if (rc == 0 && memcmp(k.mv_data, start, sizeof start) > 0)
+			rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	}
+	while (rc == 0) {
+		char id[SL_ID_LEN + 1];
+		if (k.mv_size != TIME_KEY_LEN) {
+			rc = SL_ECORRUPT;
+			break;
+		}
+		memcpy(id, (char *)k.mv_data + 8, SL_ID_LEN);
+		id[SL_ID_LEN] = '\0';
+		stop = cb(arg, sl_get_be64(k.mv_data), id);
+		if (stop)
+			break;
+		rc = mdb_cursor_get(cur, &k, &v, reverse ? MDB_PREV : MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (stop)
+		return stop;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+}
+
+int
+store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, stop = 0;
+
+	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_JOBS], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		char id[SL_ID_LEN + 1];
+		struct job j;
+		snprintf(id, sizeof id, "%.*s", (int)(k.mv_size < SL_ID_LEN ? k.mv_size : SL_ID_LEN),
+		    (const char *)k.mv_data);
+		if (k.mv_size != SL_ID_LEN || job_decode(id, v.mv_data, v.mv_size, &j) != 0)
+			stop = cb(arg, id, NULL);
+		else
+			stop = cb(arg, id, &j);
+		if (stop)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (stop)
+		return stop;
+	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "cursor_get");
+}
+
+int
+store_get_info(struct store *st, struct store_txn *t, struct store_info *out)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	rc = mdb_env_info(st->env, &ei);
+	if (rc == 0)
+		rc = mdb_env_stat(st->env, &ms);
+	if (rc)
+		return map_rc(rc, "env_info");
+	out->map_size = ei.me_mapsize;
+	out->page_size = ms.ms_psize;
+	out->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	out->max_readers = ei.me_maxreaders;
+	out->readers = ei.me_numreaders;
+	rc = mdb_stat(t->txn, st->dbi[DB_JOBS], &ms);
+	if (rc)
+		return map_rc(rc, "stat");
+	out->jobs = ms.ms_entries;
+	return 0;
+}
+
+int
+store_backup(struct store *st, const char *path)
+{
+	int rc;
+
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	rc = mdb_env_copy2(st->env, path, MDB_CP_COMPACT);
+	if (rc == EEXIST)
+		log_error("store: backup target %s already holds a store", path);
+	return rc ? map_rc(rc, "backup") : 0;
+}
+
+int
+store_result_delete(struct store_txn *t, const char *id)
+{
+	MDB_val k = { SL_ID_LEN, (void *)id };
+	int rc = mdb_del(t->txn, t->st->dbi[DB_RESULTS], &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "delete result");
+}
+
+int
+store_attempt_put(struct store_txn *t, const char *id, const struct store_attempt *a)
+{
+	unsigned char key[SL_ID_LEN + 4], val[18 + JOB_MESSAGE_MAX];
+	size_t mlen = strnlen(a->message, JOB_MESSAGE_MAX);
+
+	memcpy(key, id, SL_ID_LEN);
+	sl_put_be32(key + SL_ID_LEN, a->attempt);
+	sl_put_be64(val, a->started_ms);
+	sl_put_be64(val + 8, a->ended_ms);
+	val[16] = (unsigned char)(a->http_status >> 8);
+	val[17] = (unsigned char)a->http_status;
+	memcpy(val + 18, a->message, mlen);
+	return put_key(t, DB_HISTORY, key, sizeof key, val, 18 + mlen);
+}
+
+int
+store_attempt_list(struct store_txn *t, const char *id,
+    int (*cb)(void *arg, const struct store_attempt *a), void *arg)
+{
+	unsigned char key[SL_ID_LEN + 4];
+	MDB_cursor *cur;
+	MDB_val k = { sizeof key, key }, v;
+	int rc, stop = 0;
+
+	memcpy(key, id, SL_ID_LEN);
+	memset(key + SL_ID_LEN, 0, 4);
+	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_HISTORY], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct store_attempt a;
+		size_t mlen;
+		if (k.mv_size != sizeof key || memcmp(k.mv_data, id, SL_ID_LEN) != 0)
+			break;
+		if (v.mv_size < 18)
+			continue;
+		memset(&a, 0, sizeof a);
+		a.attempt = sl_get_be32((unsigned char *)k.mv_data + SL_ID_LEN);
+		a.started_ms = sl_get_be64(v.mv_data);
+		a.ended_ms = sl_get_be64((unsigned char *)v.mv_data + 8);
+		a.http_status = (uint16_t)(((unsigned char *)v.mv_data)[16] << 8 |
+		    ((unsigned char *)v.mv_data)[17]);
+		mlen = v.mv_size - 18 < JOB_MESSAGE_MAX ? v.mv_size - 18 : JOB_MESSAGE_MAX;
+		memcpy(a.message, (char *)v.mv_data + 18, mlen);
+		stop = cb(arg, &a);
+		if (stop)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (stop)
+		return stop;
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : map_rc(rc, "cursor_get");
+}
+
+/* ---- consistency check ---- */
+
+struct check_ctx {
+	struct store_txn *t;
+	bool repair;
+	store_problem_fn cb;
+	void *arg;
+	struct store_check_result *res;
+	uint64_t counts[JOB_STATE_COUNT];
+	int rc;
+};
+
+static void
+problem(struct check_ctx *c, const char *id, const char *what, bool repaired)
+{
+	c->res->problems++;
+	if (repaired)
+		c->res->repaired++;
+	if (c->cb)
+		c->cb(c->arg, id, what, repaired);
+}
+
+static bool
+has_key(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *v)
+{
+	MDB_val k = { klen, (void *)key }, tmp;
+
+	return mdb_get(t->txn, t->st->dbi[db], &k, v ? v : &tmp) == 0;
+}
+
+/* One expected time-index entry of a job. */
+static void
+expect_time_key(struct check_ctx *c, int db, const struct job *j, bool want, uint64_t ms)
+{
+	unsigned char k[TIME_KEY_LEN];
+	char what[96];
+	bool fixed = false;
+
+	if (!want)
+		return; /* stray entries are found by the index walk */
+	time_key(k, ms, j->id);
+	if (has_key(c->t, db, k, sizeof k, NULL))
+		return;
+	if (c->repair)
+		fixed = put_key(c->t, db, k, sizeof k, "", 0) == 0;
+	snprintf(what, sizeof what, "missing from the %s index (state %s)", db_names[db],
+	    job_state_name(j->state));
+	problem(c, j->id, what, fixed);
+}
+
+static int
+check_job(void *arg, const char *id, const struct job *j)
+{
+	struct check_ctx *c = arg;
+	unsigned char infl[16];
+	MDB_val v;
+
+	c->res->jobs++;
+	if (!j) {
+		problem(c, id, "record failed its checksum or decoding", false);
+		return 0;
+	}
+	c->counts[j->state]++;
+	expect_time_key(c, DB_READY, j, job_in_ready(j), j->not_before_ms);
+	expect_time_key(c, DB_EXPIRY, j, job_in_expiry(j), j->expires_ms);
+	expect_time_key(c, DB_CREATED, j, true, j->created_ms);
+	expect_time_key(c, DB_FINISHED, j, job_is_final(j->state), j->finished_ms);
+	if (job_in_inflight(j)) {
+		sl_put_be64(infl, j->attempt_id);
+		sl_put_be64(infl + 8, j->lease_ms);
+		if (!has_key(c->t, DB_INFLIGHT, id, SL_ID_LEN, &v) || v.mv_size != 16 ||
+		    memcmp(v.mv_data, infl, 8) != 0) {
+			bool fixed = c->repair &&
+			    put_key(c->t, DB_INFLIGHT, id, SL_ID_LEN, infl, sizeof infl) == 0;
+			problem(c, id, "missing or stale in the inflight index", fixed);
+		}
+	}
+	if (!has_key(c->t, DB_BODIES, id, SL_ID_LEN, NULL))
+		problem(c, id, "request body missing", false);
+	return 0;
+}
+
+/* Whether a job record implies index entry (db, ms). */
+static bool
+implied(struct store_txn *t, int db, uint64_t ms, const char *id, bool *corrupt)
+{
+	struct job j;
+	int rc = store_job_get(t, id, &j);
+
+	*corrupt = rc == SL_ECORRUPT;
+	if (rc)
+		return false;
+	switch (db) {
+	case DB_READY: return job_in_ready(&j) && j.not_before_ms == ms;
+	case DB_EXPIRY: return job_in_expiry(&j) && j.expires_ms == ms;
+	case DB_CREATED: return j.created_ms == ms;
+	case DB_FINISHED: return job_is_final(j.state) && j.finished_ms == ms;
+	case DB_INFLIGHT: return job_in_inflight(&j);
+	}
+	return false;
+}
+
+/* Walks one index, removing (with repair) entries no record implies. */
+static int
+check_index(struct check_ctx *c, int db)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_cursor_open(c->t->txn, c->t->st->dbi[db], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		bool time_keyed = db != DB_INFLIGHT, corrupt = false, ok;
+		char id[SL_ID_LEN + 1], what[96];
+		size_t want = time_keyed ? TIME_KEY_LEN : SL_ID_LEN;
+		bool fixed = false;
+
+		if (k.mv_size != want) {
+			snprintf(id, sizeof id, "?");
+			ok = false;
+		} else {
+			memcpy(id, (char *)k.mv_data + (time_keyed ? 8 : 0), SL_ID_LEN);
+			id[SL_ID_LEN] = '\0';
+			ok = implied(c->t, db, time_keyed ? sl_get_be64(k.mv_data) : 0, id, &corrupt);
+		}
+		if (!ok && !corrupt) {
+			unsigned char saved[TIME_KEY_LEN];
+			size_t slen = k.mv_size < sizeof saved ? k.mv_size : sizeof saved;
+			memcpy(saved, k.mv_data, slen);
+			if (c->repair)
+				fixed = mdb_cursor_del(cur, 0) == 0;
+			snprintf(what, sizeof what, "dangling entry in the %s index", db_names[db]);
+			problem(c, id, what, fixed);
+			if (fixed) {
+				/* Re-seek: the next key is the first one >= the deleted. */
+				k.mv_size = slen;
+				k.mv_data = saved;
+				rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+				continue;
+			}
+		}
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : map_rc(rc, "cursor_get");
+}
+
+int
+store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
+    struct store_check_result *out)
+{
+	struct check_ctx c = { .t = t, .repair = repair, .cb = cb, .arg = arg, .res = out };
+	static const int indexes[] = { DB_READY, DB_INFLIGHT, DB_EXPIRY, DB_CREATED,
+		DB_FINISHED };
+	struct store_counts have;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	rc = store_scan_jobs(t, check_job, &c);
+	for (size_t i = 0; rc == 0 && i < SL_ARRAY_LEN(indexes); i++)
+		rc = check_index(&c, indexes[i]);
+	if (rc)
+		return rc;
+	rc = store_counts_get(t, &have);
+	if (rc && rc != SL_ECORRUPT)
+		return rc;
+	if (rc || memcmp(have.by_state, c.counts, sizeof c.counts) != 0) {
+		bool fixed = false;
+		if (repair) {
+			unsigned char buf[8 * JOB_STATE_COUNT];
+			MDB_val k = { 6, "counts" }, v = { sizeof buf, buf };
+			for (int i = 0; i < JOB_STATE_COUNT; i++)
+				sl_put_be64(buf + 8 * i, c.counts[i]);
+			fixed = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0) == 0;
+		}
+		problem(&c, "-", "per-state counts disagree with the records", fixed);
+	}
+	return 0;
 }

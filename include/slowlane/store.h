@@ -13,6 +13,7 @@
  *   expiry    expires_ms | id          -> ""   (unfinished jobs)
  *   created   created_ms | id          -> ""   (every job: listings, stats)
  *   finished  finished_ms | id         -> ""   (ended jobs: retention, stats)
+ *   history   id | attempt (be32)      -> started, ended, status, message
  *
  * Threads: a write transaction belongs to the thread that began it (the
  * daemon's writer thread, or slowlanectl). Read transactions may be used by
@@ -36,14 +37,16 @@ struct store_txn;
 struct store_opts {
 	uint64_t map_size; /* bytes; 0 = default (16 GiB, sparse) */
 	bool read_only;    /* open without write access (inspection) */
+	bool create;       /* create the directory and store if missing */
 };
 
 struct store_counts {
 	uint64_t by_state[JOB_STATE_COUNT]; /* jobs currently in each state */
 };
 
-/* Opens (creating if needed, unless read-only) the store in directory `dir`.
- * Returns 0; SL_ENOTFOUND if the directory is missing and read-only;
+/* Opens the store in directory `dir`, creating it if opts->create.
+ * Returns 0; SL_ENOTFOUND if the directory or store is missing (and not
+ * opts->create);
  * SL_EVERSION if the store was written by a newer format; SL_ESTORE or
  * -errno otherwise (logged). On success *out is owned by the caller. */
 int store_open(const char *dir, const struct store_opts *opts, struct store **out);
@@ -96,5 +99,67 @@ int store_counts_get(struct store_txn *t, struct store_counts *out);
 
 /* Clears reader slots left by crashed processes; returns how many. */
 int store_reader_check(struct store *st);
+
+/* ---- inspection and repair (slowlanectl) ---- */
+
+enum store_index {
+	STORE_READY, STORE_EXPIRY, STORE_CREATED, STORE_FINISHED, /* time-keyed */
+};
+
+/* Called per index entry; return non-zero to stop the scan (that value is
+ * then returned by the scan). */
+typedef int (*store_time_fn)(void *arg, uint64_t ms, const char *id);
+/* Walks a time-keyed index from `from_ms` upward (or, with `reverse`, from
+ * `from_ms` downward; UINT64_MAX = from the newest). */
+int store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool reverse,
+    store_time_fn cb, void *arg);
+
+/* Called per job in id order (= creation order: ids are time-ordered).
+ * `j` is NULL and rc SL_ECORRUPT for a record that failed its check. */
+typedef int (*store_job_fn)(void *arg, const char *id, const struct job *j);
+int store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg);
+
+struct store_info {
+	uint64_t map_size;   /* bytes reserved */
+	uint64_t used_bytes; /* bytes in use (last page) */
+	uint64_t page_size;
+	uint64_t jobs;       /* records in `jobs` */
+	unsigned max_readers, readers;
+};
+int store_get_info(struct store *st, struct store_txn *t, struct store_info *out);
+
+/* Writes a consistent, compacted copy of the store into directory `path`
+ * (created if missing; must not hold a store). Safe while the daemon runs. */
+int store_backup(struct store *st, const char *path);
+
+int store_result_delete(struct store_txn *t, const char *id);
+
+/* One attempt of a job, kept for `slowlanectl show`. */
+struct store_attempt {
+	uint32_t attempt;     /* 1-based */
+	uint64_t started_ms, ended_ms;
+	uint16_t http_status; /* 0 = no HTTP answer */
+	char message[JOB_MESSAGE_MAX + 1];
+};
+int store_attempt_put(struct store_txn *t, const char *id, const struct store_attempt *a);
+/* Calls cb for each recorded attempt of `id`, in order. */
+int store_attempt_list(struct store_txn *t, const char *id,
+    int (*cb)(void *arg, const struct store_attempt *a), void *arg);
+
+/* Problems found by store_check, one call each. */
+typedef void (*store_problem_fn)(void *arg, const char *id, const char *what, bool repaired);
+
+struct store_check_result {
+	uint64_t jobs;      /* records examined */
+	uint64_t problems;  /* disagreements found */
+	uint64_t repaired;  /* fixed (with repair) */
+};
+/* Verifies that every index agrees with the job records (each job in
+ * exactly the indexes its state implies, no dangling entries, counts
+ * right) and, with `repair` (write transaction), fixes what it can: missing
+ * entries added, dangling ones removed, counts rewritten. Corrupt records
+ * are reported, not changed. */
+int store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
+    struct store_check_result *out);
 
 #endif

@@ -110,10 +110,64 @@ get(const char *id)
 	return j;
 }
 
+static int
+att_cb(void *arg, const struct store_attempt *a)
+{
+	int *n = arg;
+
+	(*n)++;
+	return a->attempt == 0; /* attempts are 1-based */
+}
+
+struct scan_acc {
+	uint64_t ms[8];
+	int n;
+};
+
+static int
+scan_cb(void *arg, uint64_t ms, const char *id)
+{
+	struct scan_acc *a = arg;
+
+	if (a->n < 8)
+		a->ms[a->n++] = ms;
+	return 0;
+}
+
+/* Deletes D's ready entry, adds a dangling one and breaks the counts,
+ * behind the store's back. */
+static void
+break_index(const char *path)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi ready, meta;
+	unsigned char k[29];
+	MDB_val key = { sizeof k, k }, v = { 0, "" };
+	MDB_val ck = { 6, "counts" }, cv = { 32, "\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\0"
+	    "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" };
+
+	mdb_env_create(&env);
+	mdb_env_set_maxdbs(env, 16);
+	mdb_env_open(env, path, 0, 0600);
+	mdb_txn_begin(env, NULL, 0, &txn);
+	mdb_dbi_open(txn, "ready", 0, &ready);
+	mdb_dbi_open(txn, "meta", 0, &meta);
+	sl_put_be64(k, 30000);
+	memcpy(k + 8, "DDDDDDDDDDDDDDDDDDDDD", 21);
+	mdb_del(txn, ready, &key, NULL);
+	sl_put_be64(k, 1);
+	memcpy(k + 8, "EEEEEEEEEEEEEEEEEEEEE", 21);
+	mdb_put(txn, ready, &key, &v, 0);
+	mdb_put(txn, meta, &ck, &cv, 0);
+	mdb_txn_commit(txn);
+	mdb_env_close(env);
+}
+
 int
 main(void)
 {
-	struct store_opts so = { .map_size = 64 << 20 };
+	struct store_opts so = { .map_size = 64 << 20, .create = true };
 	struct store_txn *t;
 	struct claimed c = { 0 };
 	struct store_counts counts;
@@ -259,6 +313,57 @@ main(void)
 	store_begin(st, true, &t);
 	ok(store_job_get(t, A, &j) == SL_ENOTFOUND, "A gone");
 	store_abort(t);
+
+	/* history of attempts */
+	{
+		int n_att = 0;
+		struct store_attempt first = { 0 };
+		store_begin(st, true, &t);
+		store_attempt_list(t, C, att_cb, &n_att);
+		store_abort(t);
+		ok(n_att >= 2, "C's attempts are recorded (%d)", n_att);
+		(void)first;
+	}
+
+	/* the consistency check: clean, then with a broken index */
+	{
+		struct store_check_result res;
+		t = wtxn();
+		j = new_job("DDDDDDDDDDDDDDDDDDDDD", 30000);
+		queue_insert(t, &j, "{}", 2);
+		store_commit(t);
+		store_begin(st, true, &t);
+		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 0 && res.jobs == 3,
+		    "check: a consistent store has no problems (%llu jobs)",
+		    (unsigned long long)res.jobs);
+		store_abort(t);
+		store_close(st);
+		break_index(dir);
+		store_open(dir, &so, &st);
+		store_begin(st, true, &t);
+		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 3,
+		    "check finds a missing, a dangling entry and bad counts (%llu)",
+		    (unsigned long long)res.problems);
+		store_abort(t);
+		t = wtxn();
+		ok(store_check(t, true, NULL, NULL, &res) == 0 && res.repaired == 3, "repair fixes them");
+		store_commit(t);
+		store_begin(st, true, &t);
+		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 0,
+		    "clean after repair");
+		store_abort(t);
+		is_int(n_ready(UINT64_MAX), 1, "D is back in ready");
+	}
+
+	/* newest-first scan of the created index */
+	{
+		struct scan_acc acc = { 0 };
+		store_begin(st, true, &t);
+		store_scan_time(t, STORE_CREATED, UINT64_MAX, true, scan_cb, &acc);
+		store_abort(t);
+		ok(acc.n == 3 && acc.ms[0] >= acc.ms[1] && acc.ms[1] >= acc.ms[2],
+		    "created index scans newest first");
+	}
 
 	/* persistence across reopen, and a newer format refused */
 	store_close(st);

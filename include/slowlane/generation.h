@@ -1,0 +1,24 @@
+/*
+ * generation.h - renders a job as the generation object of API.md section
+ * 1: {id, request, response, state, stateMessage, createdAt, dispatchedAt,
+ * finishedAt}. The stored request and response are JSON texts (validated at
+ * submit; results are upstream JSON or wrapped by the scheduler) and are
+ * embedded as they are, without a parse.
+ */
+#ifndef SLOWLANE_GENERATION_H
+#define SLOWLANE_GENERATION_H
+
+#include "slowlane/job.h"
+#include "slowlane/store.h"
+#include "slowlane/util.h"
+
+/* Appends the generation of `j` (read in transaction `t`) to `b`.
+ * Returns 0; SL_ENOTFOUND / SL_ECORRUPT if its body is missing or bad;
+ * SL_ETOOBIG or -ENOMEM from the buffer. */
+int generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b);
+
+/* Appends `s` as a JSON string (escaped), or null if `s` is NULL or not
+ * valid UTF-8. */
+int generation_append_string(struct sl_buf *b, const char *s);
+
+#endif
