@@ -68,6 +68,8 @@ static const struct option_row options[] = {
 	  "answer time of the built-in load-test model (default 50ms)" },
 	{ "shutdown-grace", T_DUR, F(shutdown_grace_ms), 0, 0, MS(3600), "DUR",
 	  "how long SIGTERM waits for calls in flight (default 30s)" },
+	{ "retention", T_DUR, F(retention_ms), 0, 0, 3650 * DAY, "DUR",
+	  "delete ended jobs this long after they finished (default 0: keep)" },
 	{ "conn-timeout", T_DUR, F(conn_timeout_ms), 0, MS(1), MS(3600), "DUR",
 	  "idle client connections are closed after this (default 60s)" },
 	{ "max-connections", T_UINT, F(max_connections), 0, 1, 1000000, "N",

@@ -273,3 +273,49 @@ queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl
 		return rc;
 	return store_result_delete(t, id);
 }
+
+struct purge_scan {
+	uint64_t before_ms;
+	size_t max, n;
+	char (*ids)[SL_ID_LEN + 1];
+};
+
+static int
+purge_collect(void *arg, uint64_t ms, const char *id)
+{
+	struct purge_scan *p = arg;
+
+	if (ms >= p->before_ms || p->n >= p->max)
+		return 1;
+	memcpy(p->ids[p->n++], id, SL_ID_LEN + 1);
+	return 0;
+}
+
+int
+queue_purge(struct store_txn *t, uint64_t before_ms, size_t max, size_t *n)
+{
+	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	struct purge_scan p = { .before_ms = before_ms, .ids = ids };
+	int rc;
+
+	*n = 0;
+	p.max = max < SCAN_CHUNK ? max : SCAN_CHUNK;
+	rc = store_scan_time(t, STORE_FINISHED, 0, false, purge_collect, &p);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < p.n; i++) {
+		struct job j;
+		rc = store_job_get(t, ids[i], &j);
+		if (rc == SL_ENOTFOUND)
+			continue; /* dangling entry: `check --repair` removes it */
+		if (rc)
+			return rc;
+		if (!job_is_final(j.state))
+			continue;
+		rc = store_job_delete(t, &j);
+		if (rc)
+			return rc;
+		(*n)++;
+	}
+	return 0;
+}

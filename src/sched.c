@@ -31,6 +31,8 @@
 
 #define TICK_S 1.0       /* sweep period: external changes act within 1 s */
 #define EXPIRE_CHUNK 256 /* jobs ended per expire op */
+#define PURGE_CHUNK 256  /* jobs deleted per retention op */
+#define READER_CHECK_TICKS 60
 
 /* One job in flight: from its claim until its finish op has committed. */
 struct attempt {
@@ -81,7 +83,8 @@ struct sched {
 	struct attempt *active; /* calls running */
 	unsigned n_active;
 	unsigned reserved;   /* slots promised to the claim op in flight */
-	bool claiming, expiring, stopping;
+	bool claiming, expiring, purging, stopping;
+	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
 	void *stopped_arg;
@@ -551,6 +554,105 @@ sweep(struct sched *s)
 	writer_submit(s->wr, &e->op);
 }
 
+/* ---- changes made by others (slowlanectl) ---- */
+
+/* Abandons calls whose job is no longer on their attempt: cancelled or
+ * requeued by slowlanectl, which writes the store directly. Their results
+ * would be fenced anyway; this frees the slot within a tick. */
+static void
+audit_active(struct sched *s)
+{
+	struct store_txn *t = NULL;
+	struct attempt *a, *next;
+
+	if (!s->active || store_begin(s->st, true, &t) != 0)
+		return;
+	for (a = s->active; a; a = next) {
+		struct job j;
+		int rc = store_job_get(t, a->id, &j);
+		next = a->next;
+		if (rc == SL_ECORRUPT || (rc == 0 && j.state == JOB_IN_PROGRESS &&
+		    j.attempt_id == a->attempt_id))
+			continue;
+		log_info("sched: abandoning the call for %s: the job was %s elsewhere", a->id,
+		    rc ? "deleted" : "changed");
+		s->be->ops->cancel(s->be, &a->call);
+		active_remove(s, a);
+		attempt_free(a);
+		s->stats.abandoned++;
+	}
+	store_abort(t);
+}
+
+struct purge_op {
+	struct wr_op op;
+	struct sched *s;
+	uint64_t before_ms;
+	size_t n;
+};
+
+static int
+purge_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
+
+	return queue_purge(t, p->before_ms, PURGE_CHUNK, &p->n);
+}
+
+static void retain(struct sched *s);
+
+static void
+purge_done(struct wr_op *op)
+{
+	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
+	struct sched *s = p->s;
+	bool more = op->rc == 0 && p->n == PURGE_CHUNK;
+
+	s->purging = false;
+	if (op->rc)
+		log_error("sched: retention purge failed: %s", sl_strerror(op->rc));
+	else if (p->n)
+		log_info("sched: retention deleted %zu ended job%s", p->n, p->n == 1 ? "" : "s");
+	s->stats.purged += p->n;
+	free(p);
+	if (more)
+		retain(s);
+}
+
+static int
+first_finished(void *arg, uint64_t ms, const char *id)
+{
+	*(uint64_t *)arg = ms;
+	return 1;
+}
+
+/* Deletes ended jobs older than --retention, a chunk per op. */
+static void
+retain(struct sched *s)
+{
+	struct store_txn *t = NULL;
+	uint64_t now = sl_wall_ms(), oldest = UINT64_MAX;
+	struct purge_op *p;
+
+	if (!s->o.retention_ms || s->purging || s->stopping || now < s->o.retention_ms)
+		return;
+	if (store_begin(s->st, true, &t) == 0) {
+		store_scan_time(t, STORE_FINISHED, 0, false, first_finished, &oldest);
+		store_abort(t);
+	}
+	if (oldest >= now - s->o.retention_ms)
+		return;
+	p = calloc(1, sizeof *p);
+	if (!p)
+		return;
+	p->s = s;
+	p->before_ms = now - s->o.retention_ms;
+	p->op.apply = purge_apply;
+	p->op.done = purge_done;
+	s->purging = true;
+	writer_submit(s->wr, &p->op);
+}
+
 /* ---- timers and lifecycle ---- */
 
 static void
@@ -558,8 +660,13 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct sched *s = SL_CONTAINER_OF(w, struct sched, tick);
 
+	audit_active(s);
 	sweep(s);
+	retain(s);
 	dispatch(s);
+	/* Reader slots of crashed slowlanectl runs would pin old pages. */
+	if (++s->ticks % READER_CHECK_TICKS == 0 && store_reader_check(s->st) > 0)
+		log_info("sched: cleared stale LMDB reader slots");
 }
 
 static void

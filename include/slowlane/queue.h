@@ -72,4 +72,9 @@ int queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const cha
 int queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl_ms,
     bool force);
 
+/* Deletes up to `max` ended jobs that finished before `before_ms`, with
+ * their bodies, results, history and index entries. *n gets the count;
+ * call again (in a new transaction) until it is below `max`. */
+int queue_purge(struct store_txn *t, uint64_t before_ms, size_t max, size_t *n);
+
 #endif

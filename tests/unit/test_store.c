@@ -365,9 +365,32 @@ main(void)
 		    "created index scans newest first");
 	}
 
+	/* retention purge: ended jobs before the cutoff go, with everything */
+	{
+		size_t purged = 0;
+		uint64_t before = get(C).finished_ms + 1;
+		t = wtxn();
+		ok(queue_purge(t, before, 256, &purged) == 0 && purged >= 1,
+		    "purge deletes ended jobs finished before the cutoff");
+		store_commit(t);
+		store_begin(st, true, &t);
+		ok(store_job_get(t, C, &j) == SL_ENOTFOUND, "C purged");
+		ok(store_job_get(t, "DDDDDDDDDDDDDDDDDDDDD", &j) == 0, "unfinished D kept");
+		{
+			struct store_check_result res;
+			ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 0,
+			    "store consistent after purge");
+			int n_att = 0;
+			store_attempt_list(t, C, att_cb, &n_att);
+			is_int(n_att, 0, "purge removed C's attempt history");
+		}
+		store_abort(t);
+	}
+
 	/* persistence across reopen, and a newer format refused */
 	store_close(st);
-	ok(store_open(dir, &so, &st) == 0 && get(C).state == JOB_FAILED, "reopen keeps jobs");
+	ok(store_open(dir, &so, &st) == 0 && get("DDDDDDDDDDDDDDDDDDDDD").state == JOB_QUEUED,
+	    "reopen keeps jobs");
 	store_close(st);
 	{
 		MDB_env *env;
