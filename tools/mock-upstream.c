@@ -9,11 +9,15 @@
  * Slow and hung answers never hold a thread: the connection is suspended and one timer
  * thread resumes it when due, so thousands of slow calls can be open at the same time.
  */
+#include "config.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -35,7 +39,7 @@
 
 #define MAX_BODY	((size_t)16 << 20)
 #define MAX_PAD		((long)256 << 20)
-#define HANG_RECHECK_MS	1000
+#define RECHECK_MS	1000
 #define EXIT_GRACE_S	3
 #define ID_LEN		24
 #define JSON_TYPE	"application/json"
@@ -82,9 +86,10 @@ struct req {
 	struct buf body;
 	bool too_big;
 	bool in_flight;		/* counted in stats.in_flight until the request completes */
-	bool hung;		/* never answered; only resumed to check the peer is still there */
+	bool hung;		/* never answered */
 	bool abort;		/* set at shutdown: drop the connection when resumed */
 	unsigned status;
+	uint64_t due;		/* when resp may be sent */
 	struct MHD_Response *resp;	/* answer waiting for its due time */
 };
 
@@ -517,31 +522,6 @@ static enum MHD_Result reply_error(struct req *r, unsigned status, const char *m
 	return queue(r, status, json_response(error_json(msg, "invalid_request_error", NULL), 0));
 }
 
-/* Answers now, or parks the connection until the answer is due. */
-static enum MHD_Result deliver(struct req *r, unsigned status, struct MHD_Response *resp,
-			       long delay_ms)
-{
-	if (!resp)
-		return MHD_NO;
-	if (delay_ms <= 0)
-		return queue(r, status, resp);
-	r->resp = resp;
-	r->status = status;
-	if (schedule(r, now_ms() + (uint64_t)delay_ms))
-		return MHD_YES;
-	r->resp = NULL;
-	MHD_destroy_response(resp);
-	return MHD_NO;
-}
-
-static enum MHD_Result send_due(struct req *r)
-{
-	struct MHD_Response *resp = r->resp;
-
-	r->resp = NULL;
-	return queue(r, r->status, resp);
-}
-
 /* A suspended connection sees no socket events, so peek to learn whether the client left. */
 static bool peer_gone(struct MHD_Connection *conn)
 {
@@ -558,11 +538,46 @@ static bool peer_gone(struct MHD_Connection *conn)
 	return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-static enum MHD_Result recheck_hung(struct req *r)
+/*
+ * Called again each time the timer resumes a parked connection. Long waits wake every
+ * RECHECK_MS so a client that gave up is dropped (and leaves in_flight) promptly, as it
+ * would be by a real upstream, instead of when the answer falls due.
+ */
+static enum MHD_Result park_or_answer(struct req *r)
 {
+	uint64_t now = now_ms();
+	struct MHD_Response *resp = r->resp;
+
+	if (resp && now >= r->due) {
+		r->resp = NULL;
+		return queue(r, r->status, resp);
+	}
 	if (peer_gone(r->conn))
 		return MHD_NO;
-	return schedule(r, now_ms() + HANG_RECHECK_MS) ? MHD_YES : MHD_NO;
+	if (!schedule(r, r->due - now < RECHECK_MS ? r->due : now + RECHECK_MS))
+		return MHD_NO;
+	return MHD_YES;
+}
+
+/* Answers now, or parks the connection until the answer is due. */
+static enum MHD_Result deliver(struct req *r, unsigned status, struct MHD_Response *resp,
+			       long delay_ms)
+{
+	if (!resp)
+		return MHD_NO;
+	if (delay_ms <= 0)
+		return queue(r, status, resp);
+	r->resp = resp;
+	r->status = status;
+	r->due = now_ms() + (uint64_t)delay_ms;
+	return park_or_answer(r);
+}
+
+static enum MHD_Result hang(struct req *r)
+{
+	r->hung = true;
+	r->due = UINT64_MAX;
+	return park_or_answer(r);
 }
 
 /* ---- directives ---- */
@@ -802,8 +817,7 @@ static enum MHD_Result answer_call(struct req *r, bool chat, const struct call *
 	parse_directives(buf_str(&c->echo), c->echo.len, &d);
 	switch (decide(&d, &r->body, &status)) {
 	case ANSWER_HANG:
-		r->hung = true;
-		return recheck_hung(r);
+		return hang(r);
 	case ANSWER_GARBAGE:
 		return deliver(r, 200, garbage_response(), pick_delay(&d));
 	case ANSWER_FAIL:
@@ -941,10 +955,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (r->abort)
 		return MHD_NO;
-	if (r->resp)
-		return send_due(r);
-	if (r->hung)
-		return recheck_hung(r);
+	if (r->resp || r->hung)
+		return park_or_answer(r);
 	return route(r, url, method);
 }
 
@@ -1089,6 +1101,8 @@ static int resolve_listen(const char *spec, struct listen_addr *la)
 	}
 	memcpy(&la->ss, res->ai_addr, res->ai_addrlen);
 	la->v6 = res->ai_family == AF_INET6;
+	la->port = ntohs(la->v6 ? ((struct sockaddr_in6 *)res->ai_addr)->sin6_port
+				: ((struct sockaddr_in *)res->ai_addr)->sin_port);
 	freeaddrinfo(res);
 	return 0;
 bad:
@@ -1165,7 +1179,7 @@ static struct MHD_Daemon *start_daemon(struct listen_addr *la)
 		threads = sysconf(_SC_NPROCESSORS_ONLN);
 		threads = threads < 1 ? 1 : threads > 4 ? 4 : threads;
 	}
-	d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL,
+	d = MHD_start_daemon(flags, (uint16_t)la->port, NULL, NULL, on_request, NULL,
 			     MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 			     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&la->ss,
 			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
