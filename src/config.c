@@ -22,6 +22,7 @@ enum opt_type {
 	T_BYTES,  /* uint64_t bytes: "10MiB", "200M", "4096" */
 	T_LISTEN, /* HOST:PORT */
 	T_LEVEL,  /* log level */
+	T_FLAG,   /* int set to 1, takes no value */
 	T_HELP, T_VERSION, T_CONFIG,
 };
 
@@ -80,6 +81,16 @@ static const struct option_row options[] = {
 	  "largest upstream answer kept (default 64MiB)" },
 	{ "map-size", T_BYTES, F(map_size), 0, (uint64_t)1 << 20, (uint64_t)1 << 44, "BYTES",
 	  "LMDB map size, the store's upper bound (default 16GiB, sparse)" },
+	{ "webhook-allow-http", T_FLAG, F(webhook_allow_http), 0, 0, 0, NULL,
+	  "allow http:// webhook URLs (default: https only)" },
+	{ "webhook-allow-private", T_FLAG, F(webhook_allow_private), 0, 0, 0, NULL,
+	  "allow webhooks to loopback, private and link-local addresses" },
+	{ "webhook-timeout", T_DUR, F(webhook_timeout_ms), 0, 100, MS(600), "DUR",
+	  "time limit of one webhook delivery (default 30s)" },
+	{ "webhook-max-age", T_DUR, F(webhook_max_age_ms), 0, MS(1), 30 * DAY, "DUR",
+	  "retry a failing delivery for this long, then give up (default 24h)" },
+	{ "webhook-retry-base", T_DUR, F(webhook_retry_base_ms), 0, 1, DAY, "DUR",
+	  "first delivery backoff, x4 each retry up to 10h (default 5s)" },
 	{ "port-file", T_STR, F(port_file), 0, 0, 0, "FILE",
 	  "write the bound port number here once listening" },
 	{ "log-level", T_LEVEL, F(log_level), 0, 0, 0, "LEVEL",
@@ -111,6 +122,9 @@ defaults(struct config *c)
 	c->max_response = (uint64_t)64 << 20;
 	c->map_size = (uint64_t)16 << 30;
 	c->log_level = LOG_INFO;
+	c->webhook_timeout_ms = MS(30);
+	c->webhook_max_age_ms = MS(24 * 3600);
+	c->webhook_retry_base_ms = MS(5);
 }
 
 void
@@ -223,6 +237,14 @@ apply(struct config *c, const struct option_row *o, const char *v, const char *f
 			fprintf(stderr, "slowlaned: %s: --listen wants HOST:PORT with a numeric "
 			    "host, got '%s'\n", from, v);
 		return rc;
+	case T_FLAG:
+		if (strcmp(v, "1") != 0 && strcmp(v, "true") != 0 && strcmp(v, "yes") != 0) {
+			*(int *)(base + o->off) = 0;
+			return strcmp(v, "0") == 0 || strcmp(v, "false") == 0 ||
+			    strcmp(v, "no") == 0 ? 0 : SL_EINVAL;
+		}
+		*(int *)(base + o->off) = 1;
+		return 0;
 	case T_LEVEL:
 		c->log_level = log_level_parse(v);
 		if (c->log_level < 0) {
@@ -378,7 +400,9 @@ config_load(struct config *c, int argc, char **argv)
 			printf("slowlaned %s\n", PACKAGE_VERSION);
 			return CONFIG_EXIT;
 		}
-		if (eq) {
+		if (o->type == T_FLAG && !eq) {
+			val = "1";
+		} else if (eq) {
 			val = eq + 1;
 		} else if (i + 1 < argc) {
 			val = argv[++i];

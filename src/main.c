@@ -20,6 +20,7 @@
 #include "slowlane/backend.h"
 #include "slowlane/common.h"
 #include "slowlane/config.h"
+#include "slowlane/deliver.h"
 #include "slowlane/http.h"
 #include "slowlane/log.h"
 #include "slowlane/sched.h"
@@ -34,6 +35,7 @@ struct daemon {
 	struct writer *wr;
 	struct backend *be;
 	struct sched *sc;
+	struct deliver *dl;
 	struct api *api;
 	struct http_server *http;
 	ev_signal sigterm, sigint;
@@ -91,6 +93,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	d->stopping = true;
 	log_info("signal %d: shutting down (no new connections)", w->signum);
 	http_quiesce(d->http);
+	deliver_stop(d->dl);
 	sched_shutdown(d->sc, sched_stopped, d);
 }
 
@@ -166,9 +169,21 @@ run(struct daemon *d)
 		.models = c->n_models ? (const char *const *)c->models
 		                      : (c->upstream ? NULL : loadtest_models),
 		.restrict_models = c->n_models > 0,
+		.webhook_allow_http = c->webhook_allow_http,
+		.webhook_allow_private = c->webhook_allow_private,
 		.backend_name = c->upstream ? c->upstream : "load-test",
 	};
+	struct deliver_opts dopts = {
+		.allow_http = c->webhook_allow_http,
+		.allow_private = c->webhook_allow_private,
+		.timeout_ms = c->webhook_timeout_ms,
+		.max_age_ms = c->webhook_max_age_ms,
+		.retry_base_ms = c->webhook_retry_base_ms,
+		.concurrency = 16,
+	};
 	rc = sched_new(d->loop, d->st, d->wr, d->be, &so2, &d->sc);
+	if (rc == 0)
+		rc = deliver_new(d->loop, d->st, d->wr, &dopts, &d->dl);
 	if (rc == 0)
 		rc = api_new(d->st, d->wr, d->sc, &ao, &d->api);
 	if (rc) {
@@ -201,6 +216,7 @@ run(struct daemon *d)
 	ev_signal_start(d->loop, &d->sigterm);
 	ev_signal_start(d->loop, &d->sigint);
 	sched_start(d->sc);
+	deliver_start(d->dl);
 	ev_run(d->loop, 0);
 	return 0;
 }
@@ -215,6 +231,9 @@ teardown(struct daemon *d)
 		writer_stop(d->wr); /* applies what is queued: requeues included */
 	}
 	http_stop(d->http);
+	if (d->dl && !d->stopping)
+		deliver_stop(d->dl);
+	deliver_free(d->dl);
 	sched_free(d->sc);
 	api_free(d->api);
 	if (d->be)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "slowlane/common.h"
+#include "slowlane/event.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
 
@@ -121,7 +122,10 @@ queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_
 		if (rc)
 			return rc;
 	}
-	return store_job_put(t, &old, &j);
+	rc = store_job_put(t, &old, &j);
+	if (!rc && job_is_final(j.state))
+		rc = event_job_ended(t, &j, now_ms);
+	return rc;
 }
 
 int
@@ -163,6 +167,8 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 			rc = record_attempt(t, &j, now_ms, 0, "abandoned: the job expired");
 		if (!rc)
 			rc = store_job_put(t, &old, &j);
+		if (!rc)
+			rc = event_job_ended(t, &j, now_ms);
 		if (rc)
 			return rc;
 		(*n)++;
@@ -245,7 +251,8 @@ queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *m
 		if (rc)
 			return rc;
 	}
-	return store_job_put(t, &old, &j);
+	rc = store_job_put(t, &old, &j);
+	return rc ? rc : event_job_ended(t, &j, now_ms);
 }
 
 int
@@ -269,9 +276,9 @@ queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl
 	j.expires_ms = now_ms + ttl_ms;
 	job_set_message(&j, "Requeued by operator");
 	rc = store_job_put(t, &old, &j);
-	if (rc)
-		return rc;
-	return store_result_delete(t, id);
+	if (!rc)
+		rc = store_result_delete(t, id);
+	return rc ? rc : event_job_reopened(t, &j);
 }
 
 struct purge_scan {

@@ -29,7 +29,8 @@
 
 enum dbi_index {
 	DB_META, DB_JOBS, DB_BODIES, DB_RESULTS, DB_READY, DB_INFLIGHT,
-	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY, DB_COUNT
+	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY,
+	DB_GROUPS, DB_WEBHOOKS, DB_OUTBOX, DB_DELIVERIES, DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
@@ -37,7 +38,13 @@ static const char *const db_names[DB_COUNT] = {
 	[DB_RESULTS] = "results", [DB_READY] = "ready",
 	[DB_INFLIGHT] = "inflight", [DB_EXPIRY] = "expiry",
 	[DB_CREATED] = "created", [DB_FINISHED] = "finished",
-	[DB_HISTORY] = "history",
+	[DB_HISTORY] = "history", [DB_GROUPS] = "groups", [DB_WEBHOOKS] = "webhooks",
+	[DB_OUTBOX] = "outbox", [DB_DELIVERIES] = "deliveries",
+};
+
+static const int table_db[] = {
+	[STORE_T_GROUPS] = DB_GROUPS, [STORE_T_WEBHOOKS] = DB_WEBHOOKS,
+	[STORE_T_OUTBOX] = DB_OUTBOX, [STORE_T_DELIVERIES] = DB_DELIVERIES,
 };
 
 static const int time_db[] = {
@@ -244,9 +251,10 @@ store_abort(struct store_txn *t)
 /* ---- checked values: payload followed by CRC-32 of the payload ---- */
 
 static int
-put_checked(struct store_txn *t, int db, const char *id, const void *data, size_t len)
+put_checked_key(struct store_txn *t, int db, const void *key, size_t klen, const void *data,
+    size_t len)
 {
-	MDB_val k = { SL_ID_LEN, (void *)id }, v = { len + 4, NULL };
+	MDB_val k = { klen, (void *)key }, v = { len + 4, NULL };
 	int rc;
 
 	/* MDB_RESERVE: LMDB hands us the space, saving a copy of the body. */
@@ -258,23 +266,43 @@ put_checked(struct store_txn *t, int db, const char *id, const void *data, size_
 	return 0;
 }
 
+/* Checks a value's trailing CRC; *len excludes it. */
 static int
-get_checked(struct store_txn *t, int db, const char *id, const void **data, size_t *len)
+verify_checked(int db, const MDB_val *v, const void **data, size_t *len)
 {
-	MDB_val k = { SL_ID_LEN, (void *)id }, v;
+	if (v->mv_size < 4)
+		return SL_ECORRUPT;
+	*len = v->mv_size - 4;
+	*data = v->mv_data;
+	if (sl_get_be32((unsigned char *)v->mv_data + *len) != sl_crc32(0, v->mv_data, *len)) {
+		log_error("store: a record in %s failed its checksum", db_names[db]);
+		return SL_ECORRUPT;
+	}
+	return 0;
+}
+
+static int
+get_checked_key(struct store_txn *t, int db, const void *key, size_t klen, const void **data,
+    size_t *len)
+{
+	MDB_val k = { klen, (void *)key }, v;
 	int rc = mdb_get(t->txn, t->st->dbi[db], &k, &v);
 
 	if (rc)
 		return map_rc(rc, "get");
-	if (v.mv_size < 4)
-		return SL_ECORRUPT;
-	*len = v.mv_size - 4;
-	*data = v.mv_data;
-	if (sl_get_be32((unsigned char *)v.mv_data + *len) != sl_crc32(0, v.mv_data, *len)) {
-		log_error("store: record %s in %s failed its checksum", id, db_names[db]);
-		return SL_ECORRUPT;
-	}
-	return 0;
+	return verify_checked(db, &v, data, len);
+}
+
+static int
+put_checked(struct store_txn *t, int db, const char *id, const void *data, size_t len)
+{
+	return put_checked_key(t, db, id, SL_ID_LEN, data, len);
+}
+
+static int
+get_checked(struct store_txn *t, int db, const char *id, const void **data, size_t *len)
+{
+	return get_checked_key(t, db, id, SL_ID_LEN, data, len);
 }
 
 int
@@ -944,4 +972,56 @@ store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
 		problem(&c, "-", "per-state counts disagree with the records", fixed);
 	}
 	return 0;
+}
+
+/* ---- tables of checked records ---- */
+
+int
+store_table_put(struct store_txn *t, enum store_table tb, const void *key, size_t klen,
+    const void *data, size_t len)
+{
+	return put_checked_key(t, table_db[tb], key, klen, data, len);
+}
+
+int
+store_table_get(struct store_txn *t, enum store_table tb, const void *key, size_t klen,
+    const void **data, size_t *len)
+{
+	return get_checked_key(t, table_db[tb], key, klen, data, len);
+}
+
+int
+store_table_del(struct store_txn *t, enum store_table tb, const void *key, size_t klen)
+{
+	MDB_val k = { klen, (void *)key };
+
+	return map_rc(mdb_del(t->txn, t->st->dbi[table_db[tb]], &k, NULL), "del");
+}
+
+int
+store_table_scan(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
+    store_table_fn cb, void *arg)
+{
+	int db = table_db[tb];
+	MDB_cursor *cur;
+	MDB_val k = { flen, (void *)from }, v;
+	int rc, stop = 0;
+
+	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
+	if (rc)
+		return map_rc(rc, "cursor_open");
+	rc = flen ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+	          : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const void *data = NULL;
+		size_t len = 0;
+		int vrc = verify_checked(db, &v, &data, &len);
+		stop = cb(arg, k.mv_data, k.mv_size, vrc ? NULL : data, len);
+		if (stop)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (stop)
+		return stop;
+	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "cursor_get");
 }

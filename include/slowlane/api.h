@@ -23,6 +23,8 @@ struct api_opts {
 	const char *const *models; /* listed by /v1/models (NULL-terminated) */
 	bool restrict_models;      /* refuse models not in `models` (404) */
 	const char *backend_name;  /* "load-test" or the upstream URL */
+	bool webhook_allow_http;   /* accept http:// webhook URLs */
+	bool webhook_allow_private; /* accept loopback/private webhook URLs */
 };
 
 struct api;

@@ -36,6 +36,11 @@ struct config {
 	uint64_t max_response;    /* bytes */
 	uint64_t map_size;        /* bytes */
 	int log_level;
+	int webhook_allow_http;    /* flags: 0 or 1 */
+	int webhook_allow_private;
+	uint64_t webhook_timeout_ms;
+	uint64_t webhook_max_age_ms;
+	uint64_t webhook_retry_base_ms;
 };
 
 enum { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };

@@ -36,6 +36,7 @@ enum {
 #define JOB_MODEL_MAX 255   /* longer model names are refused at submit */
 #define JOB_MESSAGE_MAX 511 /* state messages are truncated to this */
 #define JOB_TENANT_LEN 16   /* hex of the first 8 bytes of SHA-256(key) */
+#define JOB_WEBHOOK_MAX 32  /* webhook ids are shorter */
 
 struct job {
 	char id[SL_ID_LEN + 1];
@@ -55,6 +56,8 @@ struct job {
 	char tenant[JOB_TENANT_LEN + 1]; /* "" = no API keys configured */
 	char model[JOB_MODEL_MAX + 1];
 	char message[JOB_MESSAGE_MAX + 1]; /* stateMessage */
+	char group[SL_ID_LEN + 1];         /* group it belongs to, or "" */
+	char webhook[JOB_WEBHOOK_MAX + 1]; /* metadata.webhook_id, or "" */
 };
 
 /* "Queued", "In Progress", "Success", "Failed"; "?" for a bad value. */

@@ -14,6 +14,10 @@
  *   created   created_ms | id          -> ""   (every job: listings, stats)
  *   finished  finished_ms | id         -> ""   (ended jobs: retention, stats)
  *   history   id | attempt (be32)      -> started, ended, status, message
+ *   groups    group id                 -> group record (group.h)
+ *   webhooks  webhook id               -> registration (webhook.h)
+ *   outbox    due_ms | event id        -> webhook delivery waiting to be sent
+ *   deliveries event id                -> how a finished delivery ended
  *
  * Threads: a write transaction belongs to the thread that began it (the
  * daemon's writer thread, or slowlanectl). Read transactions may be used by
@@ -99,6 +103,26 @@ int store_counts_get(struct store_txn *t, struct store_counts *out);
 
 /* Clears reader slots left by crashed processes; returns how many. */
 int store_reader_check(struct store *st);
+
+/* ---- tables of checked records (groups, webhooks, outbox, deliveries) ---- */
+
+enum store_table { STORE_T_GROUPS, STORE_T_WEBHOOKS, STORE_T_OUTBOX, STORE_T_DELIVERIES };
+
+/* Records with a CRC, under arbitrary keys (at most 511 bytes). get: 0,
+ * SL_ENOTFOUND, SL_ECORRUPT; *data valid until the transaction ends.
+ * del: 0 or SL_ENOTFOUND. */
+int store_table_put(struct store_txn *t, enum store_table tb, const void *key, size_t klen,
+    const void *data, size_t len);
+int store_table_get(struct store_txn *t, enum store_table tb, const void *key, size_t klen,
+    const void **data, size_t *len);
+int store_table_del(struct store_txn *t, enum store_table tb, const void *key, size_t klen);
+/* Walks a table in key order from the first key >= `from` (all if flen is
+ * 0). `data` is NULL for a record that failed its CRC. Return non-zero from
+ * cb to stop; the scan then returns it. */
+typedef int (*store_table_fn)(void *arg, const void *key, size_t klen, const void *data,
+    size_t len);
+int store_table_scan(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
+    store_table_fn cb, void *arg);
 
 /* ---- inspection and repair (slowlanectl) ---- */
 

@@ -1,0 +1,416 @@
+/*
+ * api_async.c - submit and poll, for single requests (API.md section 1)
+ * and groups of up to 50 (section 2).
+ *
+ * The path of one submit: libmicrohttpd has collected the body (capped);
+ * the handler checks the key, validates the body (pure code), builds the
+ * job(s) and hands one insert op to the writer; the connection stays
+ * suspended. When the commit holding every job of the request has synced,
+ * insert_done() answers and tells the scheduler. Nothing is acknowledged
+ * before the sync, and a group is stored whole or not at all.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_impl.h"
+#include "slowlane/common.h"
+#include "slowlane/generation.h"
+#include "slowlane/group.h"
+#include "slowlane/log.h"
+#include "slowlane/queue.h"
+#include "slowlane/util.h"
+#include "slowlane/validate.h"
+#include "slowlane/webhook.h"
+
+/* One submit (single or group) waiting for its commit. */
+struct insert_op {
+	struct wr_op op;
+	struct api *api;
+	struct http_req *req;
+	struct group *group;  /* NULL for a single request */
+	size_t n;
+	struct job *jobs;
+	char **bodies;        /* owned copies for groups; NULL for single */
+	const char *body;     /* single: the request's own buffer */
+	size_t body_len;
+	size_t *lens;
+};
+
+static void
+insert_free(struct insert_op *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; s->bodies && i < s->n; i++)
+		free(s->bodies[i]);
+	free(s->bodies);
+	free(s->lens);
+	free(s->jobs);
+	free(s->group);
+	free(s);
+}
+
+static int
+insert_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct insert_op *s = SL_CONTAINER_OF(op, struct insert_op, op);
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < s->n; i++)
+		rc = queue_insert(t, &s->jobs[i], s->bodies ? s->bodies[i] : s->body,
+		    s->bodies ? s->lens[i] : s->body_len);
+	if (rc == 0 && s->group)
+		rc = group_put(t, s->group);
+	return rc;
+}
+
+static void
+insert_done(struct wr_op *op)
+{
+	struct insert_op *s = SL_CONTAINER_OF(op, struct insert_op, op);
+	struct api *a = s->api;
+	const struct job *j = &s->jobs[0];
+
+	if (op->rc) {
+		api_reply_store_err(s->req, op->rc);
+	} else if (s->group) {
+		a->submitted += s->n;
+		http_reply_json(s->req, 200, json_pack("{s:s, s:i}", "groupId", s->group->id,
+		    "groupSize", (int)s->n));
+		sched_kick(a->sc);
+	} else {
+		a->submitted++;
+		http_reply_json(s->req, 200, json_pack("{s:s, s:[], s:I, s:s, s:s}", "id", j->id,
+		    "choices", "created", (json_int_t)j->created_ms, "model", j->model,
+		    "object", j->kind == JOB_CHAT ? "chat.completion" : "text_completion"));
+		sched_kick(a->sc);
+	}
+	insert_free(s);
+}
+
+static bool
+model_served(const struct api *a, const char *model)
+{
+	if (!a->o.restrict_models)
+		return true;
+	for (size_t i = 0; i < a->n_models; i++)
+		if (strcmp(a->models[i], model) == 0)
+			return true;
+	return false;
+}
+
+/* True if webhook `id` is registered to `tenant`. */
+static bool
+webhook_known(struct api *a, const char *id, const char *tenant)
+{
+	struct store_txn *t = NULL;
+	struct webhook w;
+	bool ok = false;
+
+	if (store_begin(a->st, true, &t) == 0) {
+		ok = webhook_get(t, id, &w) == 0 && strcmp(w.tenant, tenant) == 0;
+		store_abort(t);
+	}
+	return ok;
+}
+
+/* Fills job `j` from a validated body. Returns 0, or -1 with `err` set. */
+static int
+build_job(struct api *a, const char *tenant, enum job_kind kind, const struct validate_info *v,
+    uint64_t now, struct job *j, struct sl_error *err)
+{
+	json_t *wh = json_object_get(json_object_get(v->root, "metadata"), "webhook_id");
+
+	if (!model_served(a, v->model))
+		return sl_error_set(err, 404, "invalid_request_error", "model", "model_not_found",
+		    "The model '%s' does not exist.", v->model);
+	if (json_is_string(wh) && (json_string_length(wh) > JOB_WEBHOOK_MAX ||
+	    !webhook_known(a, json_string_value(wh), tenant)))
+		return sl_error_set(err, 400, "invalid_request_error", "metadata.webhook_id",
+		    "webhook_not_found", "No webhook with id '%.40s': register it first "
+		    "(POST /v1/webhooks or slowlanectl webhook add).", json_string_value(wh));
+	memset(j, 0, sizeof *j);
+	if (sl_job_id(now, j->id))
+		return sl_error_set(err, 503, "server_error", NULL, NULL, "No randomness for an id.");
+	j->state = JOB_QUEUED;
+	j->kind = (uint8_t)kind;
+	j->flags = (uint8_t)v->flags;
+	j->created_ms = j->not_before_ms = now;
+	j->expires_ms = now + a->o.job_ttl_ms;
+	snprintf(j->tenant, sizeof j->tenant, "%s", tenant);
+	snprintf(j->model, sizeof j->model, "%s", v->model);
+	snprintf(j->message, sizeof j->message, "Queued");
+	if (json_is_string(wh))
+		snprintf(j->webhook, sizeof j->webhook, "%s", json_string_value(wh));
+	return 0;
+}
+
+static void
+submit(struct http_req *r, struct api *a, enum job_kind kind)
+{
+	char tenant[JOB_TENANT_LEN + 1];
+	struct validate_info info;
+	struct sl_error err;
+	struct insert_op *s;
+	int rc;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	s = calloc(1, sizeof *s);
+	if (s)
+		s->jobs = calloc(1, sizeof *s->jobs);
+	if (!s || !s->jobs) {
+		insert_free(s);
+		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
+		return;
+	}
+	s->body = http_req_body(r, &s->body_len);
+	if (validate_request(kind, s->body, s->body_len, &info, &err)) {
+		http_reply_error(r, &err);
+		insert_free(s);
+		return;
+	}
+	rc = build_job(a, tenant, kind, &info, sl_wall_ms(), &s->jobs[0], &err);
+	json_decref(info.root);
+	if (rc) {
+		http_reply_error(r, &err);
+		insert_free(s);
+		return;
+	}
+	s->n = 1;
+	s->api = a;
+	s->req = r;
+	s->op.apply = insert_apply;
+	s->op.done = insert_done;
+	writer_submit(a->wr, &s->op);
+}
+
+void api_h_chat(struct http_req *r, void *ctx) { submit(r, ctx, JOB_CHAT); }
+void api_h_completion(struct http_req *r, void *ctx) { submit(r, ctx, JOB_COMPLETION); }
+
+/* Validates member `i` of a group; on error rewrites `err` to name it. */
+static int
+check_member(struct api *a, const char *tenant, enum job_kind kind, json_t *m, size_t i,
+    uint64_t now, struct insert_op *s, struct sl_error *err)
+{
+	struct validate_info info;
+	char *text = json_is_object(m) ? json_dumps(m, JSON_COMPACT) : NULL;
+	struct sl_error inner;
+	int rc;
+
+	if (!text) {
+		return sl_error_set(err, 400, "invalid_request_error", "requests",
+		    json_is_object(m) ? NULL : "invalid_type",
+		    "Invalid 'requests[%zu]': expected a request object.", i);
+	}
+	rc = validate_request(kind, text, strlen(text), &info, &inner);
+	if (rc == 0) {
+		rc = build_job(a, tenant, kind, &info, now, &s->jobs[i], &inner);
+		json_decref(info.root);
+	}
+	if (rc) {
+		free(text);
+		/* The param names the member: requests[3].messages. */
+		static char param[64];
+		snprintf(param, sizeof param, "requests[%zu]%s%s", i, inner.param ? "." : "",
+		    inner.param ? inner.param : "");
+		return sl_error_set(err, inner.status, inner.type, param, inner.code,
+		    "Invalid request at index %zu of 'requests': %s", i, inner.message);
+	}
+	s->bodies[i] = text;
+	s->lens[i] = strlen(text);
+	return 0;
+}
+
+static void
+submit_group(struct http_req *r, struct api *a, enum job_kind kind)
+{
+	char tenant[JOB_TENANT_LEN + 1];
+	struct insert_op *s = NULL;
+	struct sl_error err;
+	json_t *root, *reqs, *wh;
+	const char *body;
+	size_t len, n;
+	uint64_t now = sl_wall_ms();
+	json_error_t jerr;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	body = http_req_body(r, &len);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	reqs = json_object_get(root, "requests");
+	if (!json_is_object(root)) {
+		sl_error_set(&err, 400, "invalid_request_error", NULL, "invalid_json",
+		    "The body must be a JSON object {\"requests\": [...]}%s%s.",
+		    root ? "" : ": ", root ? "" : jerr.text);
+		goto fail;
+	}
+	if (!json_is_array(reqs)) {
+		sl_error_set(&err, 400, "invalid_request_error", "requests",
+		    reqs ? "invalid_type" : "missing_required_parameter",
+		    "'requests' must be an array of 1 to %d request objects.", GROUP_MAX);
+		goto fail;
+	}
+	n = json_array_size(reqs);
+	if (n == 0 || n > GROUP_MAX) {
+		sl_error_set(&err, 400, "invalid_request_error", "requests",
+		    n ? "too_many_requests" : "empty_array",
+		    "A group holds 1 to %d requests; this one has %zu.", GROUP_MAX, n);
+		goto fail;
+	}
+	s = calloc(1, sizeof *s);
+	if (s) {
+		s->jobs = calloc(n, sizeof *s->jobs);
+		s->bodies = calloc(n, sizeof *s->bodies);
+		s->lens = calloc(n, sizeof *s->lens);
+		s->group = calloc(1, sizeof *s->group);
+		s->n = n;
+	}
+	if (!s || !s->jobs || !s->bodies || !s->lens || !s->group) {
+		sl_error_set(&err, 503, "server_error", NULL, NULL, "Out of memory.");
+		goto fail;
+	}
+	if (sl_job_id(now, s->group->id)) {
+		sl_error_set(&err, 503, "server_error", NULL, NULL, "No randomness for an id.");
+		goto fail;
+	}
+	wh = json_object_get(json_object_get(root, "metadata"), "webhook_id");
+	if (wh && (!json_is_string(wh) || json_string_length(wh) > JOB_WEBHOOK_MAX ||
+	    !webhook_known(a, json_string_value(wh), tenant))) {
+		sl_error_set(&err, 400, "invalid_request_error", "metadata.webhook_id",
+		    "webhook_not_found", "No webhook with that 'metadata.webhook_id': register "
+		    "it first (POST /v1/webhooks or slowlanectl webhook add).");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (check_member(a, tenant, kind, json_array_get(reqs, i), i, now, s, &err))
+			goto fail;
+		snprintf(s->jobs[i].group, sizeof s->jobs[i].group, "%s", s->group->id);
+		memcpy(s->group->members[i], s->jobs[i].id, SL_ID_LEN + 1);
+	}
+	s->group->kind = (uint8_t)kind;
+	s->group->created_ms = now;
+	s->group->size = s->group->remaining = (uint16_t)n;
+	snprintf(s->group->tenant, sizeof s->group->tenant, "%s", tenant);
+	if (wh)
+		snprintf(s->group->webhook, sizeof s->group->webhook, "%s", json_string_value(wh));
+	json_decref(root);
+	s->api = a;
+	s->req = r;
+	s->op.apply = insert_apply;
+	s->op.done = insert_done;
+	writer_submit(a->wr, &s->op);
+	return;
+fail:
+	json_decref(root);
+	insert_free(s);
+	http_reply_error(r, &err);
+}
+
+void api_h_group_chat(struct http_req *r, void *ctx) { submit_group(r, ctx, JOB_CHAT); }
+void api_h_group_completion(struct http_req *r, void *ctx)
+{
+	submit_group(r, ctx, JOB_COMPLETION);
+}
+
+/* ---- poll ---- */
+
+static void
+reply_read_err(struct http_req *r, int rc, const char *what, const char *id)
+{
+	char msg[128];
+
+	if (rc == SL_ENOTFOUND) {
+		snprintf(msg, sizeof msg, "No %s with id '%.40s'.", what, id ? id : "");
+		api_reply_err(r, 404, "invalid_request_error", "id",
+		    strcmp(what, "group") == 0 ? "group_not_found" : "generation_not_found", msg);
+		return;
+	}
+	log_error("api: reading %s %s: %s", what, id, sl_strerror(rc));
+	api_reply_err(r, 500, "server_error", NULL, rc == SL_ECORRUPT ? "record_corrupt" : NULL,
+	    rc == SL_ECORRUPT ? "The stored record failed its checksum."
+	                      : "The record could not be read.");
+}
+
+void
+api_h_generation(struct http_req *r, void *ctx)
+{
+	struct api *a = ctx;
+	const char *id = http_req_capture(r, 0);
+	char tenant[JOB_TENANT_LEN + 1];
+	struct store_txn *t = NULL;
+	struct sl_buf b;
+	struct job j;
+	int rc;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	sl_buf_init(&b, (size_t)1 << 30);
+	rc = sl_id_valid(id, SL_ID_LEN) ? store_begin(a->st, true, &t) : SL_ENOTFOUND;
+	if (rc == 0)
+		rc = store_job_get(t, id, &j);
+	/* Another key's job is indistinguishable from a missing one. */
+	if (rc == 0 && strcmp(j.tenant, tenant) != 0)
+		rc = SL_ENOTFOUND;
+	if (rc == 0)
+		rc = generation_render(t, &j, &b);
+	store_abort(t);
+	if (rc) {
+		reply_read_err(r, rc, "generation", id);
+	} else {
+		size_t len;
+		char *s = sl_buf_detach(&b, &len);
+		http_reply(r, 200, "application/json", s, len);
+	}
+	sl_buf_release(&b);
+}
+
+void
+api_h_group_generations(struct http_req *r, void *ctx)
+{
+	struct api *a = ctx;
+	const char *id = http_req_capture(r, 0);
+	char tenant[JOB_TENANT_LEN + 1];
+	struct store_txn *t = NULL;
+	struct group g;
+	struct sl_buf b;
+	int rc;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	sl_buf_init(&b, (size_t)1 << 30);
+	rc = sl_id_valid(id, SL_ID_LEN) ? store_begin(a->st, true, &t) : SL_ENOTFOUND;
+	if (rc == 0)
+		rc = group_get(t, id, &g);
+	if (rc == 0 && strcmp(g.tenant, tenant) != 0)
+		rc = SL_ENOTFOUND;
+	if (rc == 0)
+		rc = sl_buf_printf(&b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":[",
+		    g.id, g.size);
+	for (unsigned i = 0; rc == 0 && i < g.size; i++) {
+		struct job j;
+		int jr = store_job_get(t, g.members[i], &j);
+		if (jr == SL_ENOTFOUND)
+			continue; /* purged by retention */
+		rc = jr;
+		if (!rc && b.data[b.len - 1] != '[')
+			rc = sl_buf_append(&b, ",", 1);
+		if (!rc)
+			rc = generation_render(t, &j, &b);
+	}
+	if (rc == 0)
+		rc = sl_buf_append(&b, "]}", 2);
+	store_abort(t);
+	if (rc) {
+		reply_read_err(r, rc, "group", id);
+	} else {
+		size_t len;
+		char *s = sl_buf_detach(&b, &len);
+		http_reply(r, 200, "application/json", s, len);
+	}
+	sl_buf_release(&b);
+}

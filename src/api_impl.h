@@ -1,0 +1,56 @@
+/*
+ * api_impl.h - what the api_*.c files share (not a public interface): the
+ * api struct, authentication, error replies and the handlers the route
+ * table in api.c points to.
+ */
+#ifndef SLOWLANE_API_IMPL_H
+#define SLOWLANE_API_IMPL_H
+
+#include <stdbool.h>
+
+#include "slowlane/api.h"
+#include "slowlane/http.h"
+#include "slowlane/job.h"
+
+struct api_key {
+	char hash[65];                   /* hex SHA-256 of the key */
+	char tenant[JOB_TENANT_LEN + 1];
+};
+
+struct api {
+	struct store *st;
+	struct writer *wr;
+	struct sched *sc;
+	struct api_opts o;               /* keys and models pointers not kept */
+	struct api_key *keys;
+	size_t n_keys;
+	char **models;
+	size_t n_models;
+	uint64_t submitted;
+};
+
+/* Answers an OpenAI-style error. */
+void api_reply_err(struct http_req *r, int status, const char *type, const char *param,
+    const char *code, const char *msg);
+/* Answers the error for a failed store operation (rc an SL_E code). */
+void api_reply_store_err(struct http_req *r, int rc);
+/* Finds the caller's tenant ("" when no keys are configured). Returns
+ * false after answering 401. */
+bool api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_LEN + 1]);
+
+/* api_async.c: submit and poll, single and group. */
+void api_h_chat(struct http_req *r, void *ctx);
+void api_h_completion(struct http_req *r, void *ctx);
+void api_h_group_chat(struct http_req *r, void *ctx);
+void api_h_group_completion(struct http_req *r, void *ctx);
+void api_h_generation(struct http_req *r, void *ctx);
+void api_h_group_generations(struct http_req *r, void *ctx);
+
+/* api_webhooks.c: webhook registration by keys. */
+void api_h_webhook_create(struct http_req *r, void *ctx);
+void api_h_webhook_list(struct http_req *r, void *ctx);
+void api_h_webhook_get(struct http_req *r, void *ctx);
+void api_h_webhook_delete(struct http_req *r, void *ctx);
+void api_h_webhook_rotate(struct http_req *r, void *ctx);
+
+#endif

@@ -1,0 +1,269 @@
+/*
+ * api_webhooks.c - keys manage their own webhook endpoints (API.md
+ * section 4): POST/GET/DELETE /v1/webhooks[/ID] and rotate-secret. The
+ * secret is shown only when it is made (create, rotate), as OpenAI and
+ * Standard Webhooks providers do.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api_impl.h"
+#include "slowlane/common.h"
+#include "slowlane/util.h"
+#include "slowlane/webhook.h"
+
+enum wh_action { WH_CREATE, WH_DELETE, WH_ROTATE };
+
+struct webhook_op {
+	struct wr_op op;
+	struct http_req *req;
+	enum wh_action action;
+	struct webhook w;
+};
+
+static json_t *
+events_json(const char *events)
+{
+	json_t *arr = json_array();
+	const char *p = events;
+
+	if (!*p)
+		p = "generation.completed,slow-group.completed,batch.*";
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		json_array_append_new(arr, json_stringn(p, n));
+		p += n;
+		while (*p == ',' || *p == ' ')
+			p++;
+	}
+	return arr;
+}
+
+static json_t *
+webhook_json(const struct webhook *w, bool with_secret)
+{
+	json_t *o = json_pack("{s:s, s:s, s:s, s:o, s:I}", "id", w->id, "object", "webhook",
+	    "url", w->url, "events", events_json(w->events), "created_at",
+	    (json_int_t)(w->created_ms / 1000));
+
+	if (o && with_secret)
+		json_object_set_new(o, "secret", json_string(w->secret));
+	return o;
+}
+
+static int
+op_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct webhook_op *o = SL_CONTAINER_OF(op, struct webhook_op, op);
+	struct webhook cur;
+	int rc;
+
+	if (o->action == WH_CREATE)
+		return webhook_put(t, &o->w);
+	rc = webhook_get(t, o->w.id, &cur);
+	if (rc)
+		return rc;
+	if (strcmp(cur.tenant, o->w.tenant) != 0)
+		return SL_ENOTFOUND;
+	if (o->action == WH_DELETE)
+		return webhook_delete(t, o->w.id);
+	rc = webhook_rotate_secret(&cur);
+	if (rc)
+		return SL_EINVAL;
+	o->w = cur;
+	return webhook_put(t, &cur);
+}
+
+static void
+op_done(struct wr_op *op)
+{
+	struct webhook_op *o = SL_CONTAINER_OF(op, struct webhook_op, op);
+
+	if (op->rc == SL_ENOTFOUND)
+		api_reply_err(o->req, 404, "invalid_request_error", "id", "webhook_not_found",
+		    "No such webhook.");
+	else if (op->rc)
+		api_reply_store_err(o->req, op->rc);
+	else if (o->action == WH_DELETE)
+		http_reply_json(o->req, 200, json_pack("{s:s, s:s, s:b}", "id", o->w.id,
+		    "object", "webhook", "deleted", 1));
+	else
+		http_reply_json(o->req, 200, webhook_json(&o->w, true));
+	free(o);
+}
+
+static void
+submit_op(struct api *a, struct http_req *r, struct webhook_op *o)
+{
+	o->req = r;
+	o->op.apply = op_apply;
+	o->op.done = op_done;
+	writer_submit(a->wr, &o->op);
+}
+
+/* Joins an "events" value (array of strings, or a string) into `out`. */
+static bool
+events_arg(json_t *ev, char *out, size_t cap)
+{
+	size_t i;
+	json_t *e;
+
+	out[0] = '\0';
+	if (!ev || json_is_null(ev))
+		return true;
+	if (json_is_string(ev)) {
+		return (size_t)snprintf(out, cap, "%s", json_string_value(ev)) < cap;
+	}
+	if (!json_is_array(ev))
+		return false;
+	json_array_foreach(ev, i, e) {
+		size_t len = strlen(out);
+		if (!json_is_string(e) || strchr(json_string_value(e), ','))
+			return false;
+		if ((size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "",
+		    json_string_value(e)) >= cap - len)
+			return false;
+	}
+	return true;
+}
+
+void
+api_h_webhook_create(struct http_req *r, void *ctx)
+{
+	struct api *a = ctx;
+	char tenant[JOB_TENANT_LEN + 1], why[200], events[WEBHOOK_EVENTS_MAX + 1];
+	const char *body, *url;
+	struct webhook_op *o;
+	json_t *root;
+	size_t len;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	body = http_req_body(r, &len);
+	root = json_loadb(body, len, 0, NULL);
+	url = json_string_value(json_object_get(root, "url"));
+	if (!json_is_object(root) || !url) {
+		api_reply_err(r, 400, "invalid_request_error", "url", "missing_required_parameter",
+		    "The body must be a JSON object with a string 'url'.");
+		goto out;
+	}
+	if (strlen(url) > WEBHOOK_URL_MAX ||
+	    !webhook_url_allowed(url, a->o.webhook_allow_http, a->o.webhook_allow_private, why,
+	    sizeof why)) {
+		api_reply_err(r, 400, "invalid_request_error", "url", "invalid_url",
+		    strlen(url) > WEBHOOK_URL_MAX ? "The URL is too long." : why);
+		goto out;
+	}
+	if (!events_arg(json_object_get(root, "events"), events, sizeof events)) {
+		api_reply_err(r, 400, "invalid_request_error", "events", "invalid_type",
+		    "'events' must be an array of event names such as \"generation.completed\".");
+		goto out;
+	}
+	o = calloc(1, sizeof *o);
+	if (!o || webhook_init(&o->w, tenant, url, events, sl_wall_ms()) != 0) {
+		free(o);
+		api_reply_err(r, 503, "server_error", NULL, NULL, "Could not create the webhook.");
+		goto out;
+	}
+	o->action = WH_CREATE;
+	submit_op(a, r, o);
+out:
+	json_decref(root);
+}
+
+struct list_ctx {
+	const char *tenant;
+	json_t *data;
+};
+
+static int
+list_one(void *arg, const struct webhook *w)
+{
+	struct list_ctx *l = arg;
+
+	if (strcmp(w->tenant, l->tenant) == 0)
+		json_array_append_new(l->data, webhook_json(w, false));
+	return 0;
+}
+
+void
+api_h_webhook_list(struct http_req *r, void *ctx)
+{
+	struct api *a = ctx;
+	char tenant[JOB_TENANT_LEN + 1];
+	struct store_txn *t = NULL;
+	struct list_ctx l;
+	int rc;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	l.tenant = tenant;
+	l.data = json_array();
+	rc = store_begin(a->st, true, &t);
+	if (rc == 0)
+		rc = webhook_list(t, list_one, &l);
+	store_abort(t);
+	if (rc) {
+		json_decref(l.data);
+		api_reply_store_err(r, rc);
+		return;
+	}
+	http_reply_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", l.data));
+}
+
+void
+api_h_webhook_get(struct http_req *r, void *ctx)
+{
+	struct api *a = ctx;
+	char tenant[JOB_TENANT_LEN + 1];
+	struct store_txn *t = NULL;
+	struct webhook w;
+	int rc;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	rc = store_begin(a->st, true, &t);
+	if (rc == 0)
+		rc = webhook_get(t, http_req_capture(r, 0), &w);
+	store_abort(t);
+	if (rc == 0 && strcmp(w.tenant, tenant) != 0)
+		rc = SL_ENOTFOUND;
+	if (rc == SL_ENOTFOUND)
+		api_reply_err(r, 404, "invalid_request_error", "id", "webhook_not_found",
+		    "No such webhook.");
+	else if (rc)
+		api_reply_store_err(r, rc);
+	else
+		http_reply_json(r, 200, webhook_json(&w, false));
+}
+
+static void
+change(struct http_req *r, struct api *a, enum wh_action action)
+{
+	char tenant[JOB_TENANT_LEN + 1];
+	const char *id = http_req_capture(r, 0);
+	struct webhook_op *o;
+
+	if (!api_authenticate(a, r, tenant))
+		return;
+	if (strlen(id) > WEBHOOK_ID_LEN) {
+		api_reply_err(r, 404, "invalid_request_error", "id", "webhook_not_found",
+		    "No such webhook.");
+		return;
+	}
+	o = calloc(1, sizeof *o);
+	if (!o) {
+		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
+		return;
+	}
+	o->action = action;
+	snprintf(o->w.id, sizeof o->w.id, "%s", id);
+	snprintf(o->w.tenant, sizeof o->w.tenant, "%s", tenant);
+	submit_op(a, r, o);
+}
+
+void api_h_webhook_delete(struct http_req *r, void *ctx) { change(r, ctx, WH_DELETE); }
+void api_h_webhook_rotate(struct http_req *r, void *ctx) { change(r, ctx, WH_ROTATE); }
