@@ -58,8 +58,11 @@ after(async () => {
 
 process.on('exit', (code) => {
   killAll();
-  if (fileTmp && code === 0 && !process.exitCode && !process.env.SLOWLANE_KEEP_TMP) {
+  if (!fileTmp) return;
+  if (code === 0 && !process.exitCode && !process.env.SLOWLANE_KEEP_TMP) {
     try { fs.rmSync(fileTmp, { recursive: true, force: true }); } catch { /* keep it */ }
+  } else {
+    process.stderr.write(`# logs and data kept in ${fileTmp}\n`);
   }
 });
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -70,6 +73,23 @@ function track(proc) {
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
   return proc;
+}
+
+// spawn() that resolves once the process runs. A binary being relinked by a
+// concurrent `make` is briefly missing or busy: retry that for a few seconds.
+async function spawnTracked(bin, args, options) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const proc = spawn(bin, args, { ...options, detached: false });
+    const err = await new Promise((resolve) => {
+      proc.once('spawn', () => resolve(null));
+      proc.once('error', resolve);
+    });
+    if (!err) return track(proc);
+    if (!['ETXTBSY', 'EACCES', 'ENOENT'].includes(err.code) || Date.now() > deadline)
+      throw new Error(`cannot run ${bin}: ${err.message}`);
+    await sleep(200);
+  }
 }
 
 // A fresh scratch directory for this test file (one per process), then one
@@ -270,8 +290,12 @@ export async function startMock(opts = {}) {
   flag('--seed', opts.seed);
   args.push(...(opts.args || []));
   const fd = fs.openSync(logFile, 'a');
-  const proc = track(spawn(bin, args, { stdio: ['ignore', fd, fd], detached: false }));
-  fs.closeSync(fd);
+  let proc;
+  try {
+    proc = await spawnTracked(bin, args, { stdio: ['ignore', fd, fd] });
+  } finally {
+    fs.closeSync(fd);
+  }
   const port = await waitPortFile(portFile, proc, logFile, 'mock-upstream', 10000);
   const origin = `http://127.0.0.1:${port}`;
   return {
@@ -320,12 +344,12 @@ export async function startDaemon(opts = {}) {
       try { p.kill('SIGKILL'); } catch { /* gone */ }
       return waitExit(p);
     },
-    // SIGTERM; resolves with the exit code (null if it died of a signal),
-    // and SIGKILLs it if it has not exited after timeoutMs.
-    async term(timeoutMs = 20000) {
+    // SIGTERM (or sig); resolves with the exit code (null if it died of a
+    // signal), and SIGKILLs it if it has not exited after timeoutMs.
+    async term(timeoutMs = 20000, sig = 'SIGTERM') {
       const p = d.proc;
       const t0 = Date.now();
-      p.kill('SIGTERM');
+      p.kill(sig);
       const timer = setTimeout(() => { try { p.kill('SIGKILL'); } catch { /* gone */ } }, timeoutMs);
       const { code, signal } = await waitExit(p);
       clearTimeout(timer);
@@ -352,8 +376,12 @@ export async function startDaemon(opts = {}) {
     Object.assign(env, opts.env || {}, more.env || {});
     const fd = fs.openSync(logFile, 'a');
     fs.writeSync(fd, `---- harness: start #${++d.starts}: ${bin} ${args.join(' ')}\n`);
-    const proc = track(spawn(bin, args, { stdio: ['ignore', fd, fd], env, detached: false }));
-    fs.closeSync(fd);
+    let proc;
+    try {
+      proc = await spawnTracked(bin, args, { stdio: ['ignore', fd, fd], env });
+    } finally {
+      fs.closeSync(fd);
+    }
     d.proc = proc;
     d.port = await waitPortFile(portFile, proc, logFile, 'slowlaned', 20000);
     d.base = `http://127.0.0.1:${d.port}`;

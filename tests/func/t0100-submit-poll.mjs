@@ -4,7 +4,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startMock, startDaemon, submit, submitOk, get, poll, waitAll, healthz, request,
+  startMock, startDaemon, submit, submitOk, get, poll, waitAll, healthz, request, sleep,
   chatBody, completionBody, errorOf, ID_RE, ISO_MS_RE,
 } from './lib.mjs';
 
@@ -148,6 +148,32 @@ test('metadata.custom_id correlates 20 concurrent requests; metadata is not sent
   assert.equal(st.with_metadata, 0, 'no upstream call carried metadata');
 });
 
+test('unicode, content parts, prompt arrays and a 3 MB answer come back intact', async () => {
+  const uni = 'h\u00e9llo \u2713 "quoted" \\ back\nslash \u{1F600} \u4e2d\u6587';
+  const big = 'big answer [mock:big=3000000]';
+  const ids = await Promise.all([
+    submitOk(d.base, '/v1/slow/chat/completions', chatBody(uni, { metadata: { custom_id: uni } })),
+    submitOk(d.base, '/v1/slow/chat/completions', chatBody(big)),
+    submitOk(d.base, '/v1/slow/chat/completions', {
+      model: 'mock-model',
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'part A' }, { type: 'text', text: ' part B' }] }],
+    }),
+    submitOk(d.base, '/v1/async/completions', completionBody(['first prompt', 'second prompt'])),
+  ]);
+  const gens = await waitAll(d.base, ids, { timeoutMs: 30000 });
+  const [u, b, parts, arr] = ids.map((id) => gens.get(id));
+  for (const g of [u, b, parts, arr]) assert.equal(g.state, 'Success', g.stateMessage);
+  assert.equal(u.response.choices[0].message.content, uni);
+  assert.equal(u.request.messages[0].content, uni);
+  assert.equal(u.request.metadata.custom_id, uni);
+  assert.equal(b.response.choices[0].message.content, big);
+  assert.equal(b.response.pad.length, 3000000, 'the whole 3 MB answer is kept');
+  assert.equal(parts.response.choices[0].message.content, 'part A part B');
+  assert.deepEqual(parts.request.messages[0].content[1], { type: 'text', text: ' part B' });
+  assert.deepEqual(arr.request.prompt, ['first prompt', 'second prompt']);
+  assert.equal(arr.response.choices[0].text, 'first prompt');
+});
+
 test('--upstream-key reaches the upstream as a Bearer token', async () => {
   await mock.reset();
   const id = await submitOk(d.base, '/v1/slow/chat/completions', chatBody('key check flag'));
@@ -186,7 +212,11 @@ test('GET /healthz is 200 with job counts', async () => {
   assert.equal(r.json.status, 'ok');
   for (const k of ['queued', 'in_progress', 'success', 'failed'])
     assert.ok(Number.isInteger(r.json.jobs[k]), `jobs.${k}`);
-  assert.ok(r.json.jobs.success >= 26, `success count ${r.json.jobs.success}`);
+  const id = await submitOk(d.base, '/v1/async/completions', completionBody('count me'));
+  assert.equal((await poll(d.base, id)).state, 'Success');
+  const h = await healthz(d.base);
+  assert.equal(h.jobs.success, r.json.jobs.success + 1, 'the success count moved by one');
+  assert.equal(h.jobs.failed, r.json.jobs.failed);
 });
 
 test('--model restricts and lists the models; another model is 404 model_not_found', async () => {
@@ -213,6 +243,33 @@ test('--model restricts and lists the models; another model is 404 model_not_fou
     }
     assert.deepEqual((await healthz(d2.base)).jobs, before, 'nothing stored');
     assert.equal((await m2.stats()).calls, 1);
+  } finally {
+    await d2.kill9();
+    await m2.stop();
+  }
+});
+
+test('--concurrency caps the upstream calls in flight', async () => {
+  const m2 = await startMock({ latency: 400 });
+  const d2 = await startDaemon({ upstream: m2.url, args: ['--concurrency', '3'] });
+  try {
+    const ids = await Promise.all(Array.from({ length: 12 }, (_, i) =>
+      submitOk(d2.base, '/v1/slow/chat/completions', chatBody(`capped ${i}`))));
+    let max = 0;
+    let done = false;
+    const sampler = (async () => {
+      while (!done) {
+        max = Math.max(max, (await m2.stats()).in_flight);
+        await sleep(20);
+      }
+    })();
+    const gens = await waitAll(d2.base, ids, { timeoutMs: 30000 });
+    done = true;
+    await sampler;
+    ids.forEach((id, i) => assert.equal(gens.get(id).response.choices[0].message.content, `capped ${i}`));
+    assert.ok(max <= 3, `at most 3 calls in flight, saw ${max}`);
+    assert.equal(max, 3, 'the 3 slots were used');
+    assert.equal((await m2.stats()).calls, 12);
   } finally {
     await d2.kill9();
     await m2.stop();

@@ -53,6 +53,11 @@ test('invalid JSON is 400', async () => {
   await bad('POST', CHAT, { ...INVALID, body: '' });
 });
 
+test('JSON followed by garbage, or with a duplicated key, is 400', async () => {
+  await bad('POST', CHAT, { ...INVALID, body: JSON.stringify(chatBody('x')) + ' trailing' });
+  await bad('POST', CHAT, { ...INVALID, body: '{"model":"a","messages":[{"role":"user","content":"x"}],"model":"b"}' });
+});
+
 test('a body that is not an object is 400', async () => {
   await bad('POST', CHAT, { ...INVALID, body: JSON.stringify([chatBody('in an array')]) });
   await bad('POST', COMPL, { ...INVALID, body: '"a string"' });
@@ -75,6 +80,15 @@ test('missing prompt on /completions is 400 with param "prompt"', async () => {
   await bad('POST', '/v1/async/completions', { ...INVALID, param: 'prompt', body: { model: 'mock-model' } });
 });
 
+test('fields of the wrong type are 400 naming the field', async () => {
+  const msgs = [{ role: 'user', content: 'x' }];
+  await bad('POST', CHAT, { ...INVALID, param: 'model', body: { model: 5, messages: msgs } });
+  await bad('POST', CHAT, { ...INVALID, param: 'model', body: { model: '', messages: msgs } });
+  await bad('POST', CHAT, { ...INVALID, param: 'messages', body: { model: 'mock-model', messages: 'hi' } });
+  await bad('POST', COMPL, { ...INVALID, param: 'prompt', body: { model: 'mock-model', prompt: 5 } });
+  await bad('POST', CHAT, { ...INVALID, param: 'metadata', body: chatBody('x', { metadata: 'not an object' }) });
+});
+
 test('stream: true is 400 with param "stream"', async () => {
   await bad('POST', CHAT, { ...INVALID, param: 'stream', body: chatBody('stream me', { stream: true }) });
   await bad('POST', COMPL, { ...INVALID, param: 'stream', body: completionBody('stream me', { stream: true }) });
@@ -84,6 +98,25 @@ test('a body over --max-body is 413', async () => {
   const body = chatBody('x'.repeat(10 * 1024));
   await bad('POST', CHAT, { status: 413, code: 'request_too_large', body });
   await bad('POST', COMPL, { status: 413, code: 'request_too_large', body: completionBody('y'.repeat(10 * 1024)) });
+  // also when the length is not announced (chunked upload)
+  const chunked = new ReadableStream({
+    start(c) {
+      const s = JSON.stringify(chatBody('w'.repeat(10 * 1024)));
+      for (let i = 0; i < s.length; i += 1000) c.enqueue(new TextEncoder().encode(s.slice(i, i + 1000)));
+      c.close();
+    },
+  });
+  const jobs = (await healthz(d.base)).jobs;
+  const r = await fetch(d.base + CHAT, {
+    method: 'POST', body: chunked, duplex: 'half', headers: { 'content-type': 'application/json' },
+  }).catch((e) => e);
+  if (r instanceof Error) {
+    // a server may close the connection on an oversized upload; it must not store it
+    assert.ok(true, `connection closed: ${r.message}`);
+  } else {
+    assert.equal(r.status, 413, await r.text());
+  }
+  assert.deepEqual((await healthz(d.base)).jobs, jobs, 'chunked oversized body stored nothing');
   // just under the limit is fine
   const ok = await submitOk(d.base, CHAT, chatBody('z'.repeat(3000)));
   assert.equal((await poll(d.base, ok)).state, 'Success');

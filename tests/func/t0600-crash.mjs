@@ -143,8 +143,5 @@ test('2000 jobs survive two kill -9 with calls in flight', { timeout: 200000 }, 
       `${kill2.success} done, ${kill2.recovered} recovered at restart` : 'kill 2: skipped (drained already)',
     `upstream calls ${st.calls} for ${N} jobs: ${dupCalls} repeated calls over ${dupMsgs} messages (at-least-once)`,
   ];
-  for (const line of report) {
-    t.diagnostic(line);
-    console.log(`# ${line}`);
-  }
+  for (const line of report) t.diagnostic(line);
 });
