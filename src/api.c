@@ -139,6 +139,12 @@ static const struct http_route routes[] = {
 	  .fn = api_h_group_generations },
 	{ .method = "GET", .pattern = "/v1/slow/group/*/generations",
 	  .fn = api_h_group_generations },
+	{ .method = "POST", .pattern = "/v1/files", .fn = api_h_file_upload,
+	  .part = api_p_file_upload },
+	{ .method = "GET", .pattern = "/v1/files", .fn = api_h_file_list },
+	{ .method = "GET", .pattern = "/v1/files/*", .fn = api_h_file_get },
+	{ .method = "DELETE", .pattern = "/v1/files/*", .fn = api_h_file_delete },
+	{ .method = "GET", .pattern = "/v1/files/*/content", .fn = api_h_file_content },
 	{ .method = "POST", .pattern = "/v1/webhooks", .fn = api_h_webhook_create },
 	{ .method = "GET", .pattern = "/v1/webhooks", .fn = api_h_webhook_list },
 	{ .method = "GET", .pattern = "/v1/webhooks/*", .fn = api_h_webhook_get },
@@ -173,13 +179,15 @@ api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_
 	a->sc = sc;
 	a->o = *o;
 	a->o.keys = a->o.models = NULL;
+	a->data_dir = strdup(o->data_dir ? o->data_dir : ".");
+	a->o.data_dir = a->data_dir;
 	while (o->keys && o->keys[nk])
 		nk++;
 	while (o->models && o->models[nm])
 		nm++;
 	a->keys = calloc(nk ? nk : 1, sizeof *a->keys);
 	a->models = calloc(nm ? nm : 1, sizeof *a->models);
-	if (!a->keys || !a->models) {
+	if (!a->keys || !a->models || !a->data_dir) {
 		api_free(a);
 		return -ENOMEM;
 	}
@@ -215,5 +223,6 @@ api_free(struct api *a)
 		free(a->models[i]);
 	free(a->models);
 	free(a->keys);
+	free(a->data_dir);
 	free(a);
 }

@@ -27,6 +27,8 @@ struct api {
 	char **models;
 	size_t n_models;
 	uint64_t submitted;
+	char *data_dir;
+	struct batchrun *br;             /* the batch engine, once set */
 };
 
 /* Answers an OpenAI-style error. */
@@ -45,6 +47,15 @@ void api_h_group_chat(struct http_req *r, void *ctx);
 void api_h_group_completion(struct http_req *r, void *ctx);
 void api_h_generation(struct http_req *r, void *ctx);
 void api_h_group_generations(struct http_req *r, void *ctx);
+
+/* api_files.c: the Files API. */
+void api_h_file_upload(struct http_req *r, void *ctx);
+int api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *filename,
+    const char *data, size_t len);
+void api_h_file_list(struct http_req *r, void *ctx);
+void api_h_file_get(struct http_req *r, void *ctx);
+void api_h_file_content(struct http_req *r, void *ctx);
+void api_h_file_delete(struct http_req *r, void *ctx);
 
 /* api_webhooks.c: webhook registration by keys. */
 void api_h_webhook_create(struct http_req *r, void *ctx);

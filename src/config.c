@@ -81,6 +81,12 @@ static const struct option_row options[] = {
 	  "largest upstream answer kept (default 64MiB)" },
 	{ "map-size", T_BYTES, F(map_size), 0, (uint64_t)1 << 20, (uint64_t)1 << 44, "BYTES",
 	  "LMDB map size, the store's upper bound (default 16GiB, sparse)" },
+	{ "batch-max-requests", T_UINT, F(batch_max_requests), 0, 1, 10000000, "N",
+	  "lines in one batch input at most (default 50000)" },
+	{ "batch-max-bytes", T_BYTES, F(batch_max_bytes), 0, 1024, (uint64_t)1 << 40, "BYTES",
+	  "largest uploaded file (default 200MiB)" },
+	{ "file-ttl", T_DUR, F(file_ttl_ms), 0, 0, 3650 * DAY, "DUR",
+	  "uploaded and output files expire after this (default 30d; 0 = never)" },
 	{ "webhook-allow-http", T_FLAG, F(webhook_allow_http), 0, 0, 0, NULL,
 	  "allow http:// webhook URLs (default: https only)" },
 	{ "webhook-allow-private", T_FLAG, F(webhook_allow_private), 0, 0, 0, NULL,
@@ -123,6 +129,9 @@ defaults(struct config *c)
 	c->map_size = (uint64_t)16 << 30;
 	c->log_level = LOG_INFO;
 	c->webhook_timeout_ms = MS(30);
+	c->batch_max_requests = 50000;
+	c->batch_max_bytes = (uint64_t)200 << 20;
+	c->file_ttl_ms = 30 * DAY;
 	c->webhook_max_age_ms = MS(24 * 3600);
 	c->webhook_retry_base_ms = MS(5);
 }

@@ -55,12 +55,20 @@ struct http_req {
 	enum req_phase phase;
 	const char *captures[HTTP_MAX_CAPTURES];
 	char *path_copy;           /* captures point into this */
+	const struct http_route *route; /* matched at the first call, or NULL */
+	char allow[64];            /* methods allowed on this path, for 405 */
+	struct MHD_PostProcessor *pp; /* streamed (part) routes */
+	size_t received;           /* streamed bytes so far */
+	bool stop_parts;           /* the part callback asked to stop */
 	void *data;
+	void (*cleanup)(void *data);
 	/* the answer */
 	int status;
 	const char *content_type;
 	char *resp;
 	size_t resp_len;
+	int resp_fd;               /* >= 0: answer with this file instead */
+	uint64_t resp_fd_size;
 	char *hdr[MAX_EXTRA_HEADERS][2];
 	unsigned n_hdr;
 	struct http_req *next_resume;
@@ -74,6 +82,7 @@ const char *http_req_method(const struct http_req *r) { return r->method; }
 const char *http_req_path(const struct http_req *r) { return r->path; }
 void http_req_set_data(struct http_req *r, void *data) { r->data = data; }
 void *http_req_data(const struct http_req *r) { return r->data; }
+void http_req_set_cleanup(struct http_req *r, void (*fn)(void *)) { r->cleanup = fn; }
 
 const char *
 http_req_capture(const struct http_req *r, unsigned i)
@@ -91,6 +100,12 @@ const char *
 http_req_query(const struct http_req *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool
+http_req_too_big(const struct http_req *r)
+{
+	return r->too_big;
 }
 
 const char *
@@ -134,6 +149,14 @@ http_reply(struct http_req *r, int status, const char *content_type, char *body,
 }
 
 void
+http_reply_fd(struct http_req *r, int status, const char *content_type, int fd, uint64_t size)
+{
+	r->resp_fd = fd;
+	r->resp_fd_size = size;
+	http_reply(r, status, content_type, NULL, 0);
+}
+
+void
 http_reply_json(struct http_req *r, int status, json_t *obj)
 {
 	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
@@ -162,8 +185,14 @@ queue_answer(struct http_req *r)
 {
 	struct MHD_Response *resp;
 
-	resp = MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
-	    r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (r->resp_fd >= 0) {
+		resp = MHD_create_response_from_fd64(r->resp_fd_size, r->resp_fd);
+		if (resp)
+			r->resp_fd = -1; /* MHD closes it */
+	} else {
+		resp = MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
+		    r->resp ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	}
 	if (!resp)
 		return;
 	r->resp = NULL; /* MHD owns it now */
@@ -220,18 +249,15 @@ route_match(struct http_req *r, const char *pattern)
 	return true;
 }
 
+/* Finds the route of `r` (at its first call, before any body). */
 static void
-dispatch(struct http_req *r)
+route_find(struct http_req *r)
 {
 	struct http_server *srv = r->srv;
-	bool path_known = false;
-	char allow[64] = "";
 
 	r->path_copy = strdup(r->path);
-	if (!r->path_copy) {
-		simple_error(r, 500, "server_error", NULL, "out of memory");
+	if (!r->path_copy)
 		return;
-	}
 	for (size_t i = 0; i < srv->n_routes; i++) {
 		const struct http_route *rt = &srv->routes[i];
 		memset(r->captures, 0, sizeof r->captures);
@@ -239,28 +265,80 @@ dispatch(struct http_req *r)
 		if (!route_match(r, rt->pattern))
 			continue;
 		if (strcmp(rt->method, r->method) == 0) {
-			rt->fn(r, srv->ctx);
+			r->route = rt;
 			return;
 		}
-		path_known = true;
-		if (!strstr(allow, rt->method) && strlen(allow) + strlen(rt->method) + 3 <
-		    sizeof allow) {
-			if (allow[0])
-				strcat(allow, ", ");
-			strcat(allow, rt->method);
+		if (!strstr(r->allow, rt->method) &&
+		    strlen(r->allow) + strlen(rt->method) + 3 < sizeof r->allow) {
+			if (r->allow[0])
+				strcat(r->allow, ", ");
+			strcat(r->allow, rt->method);
 		}
 	}
-	if (path_known) {
-		char msg[160];
+	memset(r->captures, 0, sizeof r->captures);
+}
+
+/* Runs the handler, or answers 404/405. */
+static void
+dispatch(struct http_req *r)
+{
+	char msg[200];
+
+	if (r->route) {
+		r->route->fn(r, r->srv->ctx);
+		return;
+	}
+	if (!r->path_copy) {
+		simple_error(r, 500, "server_error", NULL, "out of memory");
+	} else if (r->allow[0]) {
 		snprintf(msg, sizeof msg, "Method %s is not allowed on %.80s (allowed: %s).",
-		    r->method, r->path, allow);
-		http_add_header(r, "Allow", allow);
+		    r->method, r->path, r->allow);
+		http_add_header(r, "Allow", r->allow);
 		simple_error(r, 405, "invalid_request_error", "method_not_allowed", msg);
 	} else {
-		char msg[200];
 		snprintf(msg, sizeof msg, "Unknown request URL: %s %.120s.", r->method, r->path);
 		simple_error(r, 404, "invalid_request_error", "unknown_url", msg);
 	}
+}
+
+static enum MHD_Result
+post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+    const char *content_type, const char *transfer_encoding, const char *data, uint64_t off,
+    size_t size)
+{
+	struct http_req *r = cls;
+
+	if (r->stop_parts)
+		return MHD_NO;
+	if (r->route->part(r, r->srv->ctx, key, filename, data, size)) {
+		r->stop_parts = true;
+		return MHD_NO;
+	}
+	return MHD_YES;
+}
+
+/* Feeds a streamed body to the route's part callback. */
+static void
+stream_body(struct http_req *r, const char *data, size_t len)
+{
+	struct http_server *srv = r->srv;
+
+	r->received += len;
+	if (r->received > srv->o.max_upload) {
+		r->too_big = true;
+		return;
+	}
+	if (r->stop_parts)
+		return;
+	if (!r->pp) {
+		r->pp = MHD_create_post_processor(r->conn, 65536, post_iter, r);
+		if (!r->pp) { /* not a form body: the handler sees no parts */
+			r->stop_parts = true;
+			return;
+		}
+	}
+	if (MHD_post_process(r->pp, data, len) != MHD_YES)
+		r->stop_parts = true;
 }
 
 /* ---- MHD callbacks ---- */
@@ -279,25 +357,30 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 			return MHD_NO;
 		r->srv = srv;
 		r->conn = conn;
+		r->resp_fd = -1;
 		r->method = method;
 		r->path = url;
 		sl_buf_init(&r->body, srv->o.max_body);
 		*con_cls = r;
+		route_find(r);
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		    MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (cl && strtoull(cl, NULL, 10) > srv->o.max_body)
+		if (cl && strtoull(cl, NULL, 10) > (r->route && r->route->part ?
+		    srv->o.max_upload : srv->o.max_body))
 			r->too_big = true; /* refuse without reading the body */
 		else
 			return MHD_YES;
 	}
 	if (r->phase == REQ_READING && *upload_data_size > 0) {
-		if (!r->too_big && sl_buf_append(&r->body, upload_data, *upload_data_size))
+		if (r->route && r->route->part)
+			stream_body(r, upload_data, *upload_data_size);
+		else if (!r->too_big && sl_buf_append(&r->body, upload_data, *upload_data_size))
 			r->too_big = true;
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
 	if (r->phase == REQ_READING) {
-		if (r->too_big) {
+		if (r->too_big && !(r->route && r->route->part)) {
 			char msg[128];
 			snprintf(msg, sizeof msg, "Request body is larger than the limit of "
 			    "%zu bytes.", srv->o.max_body);
@@ -327,8 +410,14 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	if (!r)
 		return;
+	if (r->cleanup)
+		r->cleanup(r->data);
 	sl_buf_release(&r->body);
+	if (r->pp)
+		MHD_destroy_post_processor(r->pp);
 	free(r->resp);
+	if (r->resp_fd >= 0)
+		close(r->resp_fd);
 	free(r->path_copy);
 	for (unsigned i = 0; i < r->n_hdr; i++) {
 		free(r->hdr[i][0]);

@@ -5,7 +5,7 @@
  *   u8 format(=1) u8 state u8 kind u8 flags u16 http_status u32 attempts
  *   u64 attempt_id created dispatched finished expires not_before lease
  *   u8 len + tenant, u8 len + model, u16 len + message, u8 len + group,
- *   u8 len + webhook, u32 crc32(all before)
+ *   u8 len + webhook, u8 len + batch, u32 line, u8 end, u32 crc32(all before)
  */
 #include "config.h"
 
@@ -145,6 +145,10 @@ job_encode(const struct job *j, unsigned char *out)
 	p = put_str(p, j->message, JOB_MESSAGE_MAX, 2);
 	p = put_str(p, j->group, SL_ID_LEN, 1);
 	p = put_str(p, j->webhook, JOB_WEBHOOK_MAX, 1);
+	p = put_str(p, j->batch, JOB_BATCH_MAX, 1);
+	sl_put_be32(p, j->line);
+	p += 4;
+	*p++ = j->end;
 	sl_put_be32(p, sl_crc32(0, out, (size_t)(p - out)));
 	p += 4;
 	return (size_t)(p - out);
@@ -200,6 +204,15 @@ job_decode(const char *id, const void *data, size_t len, struct job *out)
 		p = get_str(p, end, out->group, SL_ID_LEN, 1);
 	if (p)
 		p = get_str(p, end, out->webhook, JOB_WEBHOOK_MAX, 1);
+	if (p)
+		p = get_str(p, end, out->batch, JOB_BATCH_MAX, 1);
+	if (p && end - p >= 5) {
+		out->line = sl_get_be32(p);
+		out->end = p[4];
+		p += 5;
+	} else {
+		p = NULL;
+	}
 	if (!p || p != end || out->state >= JOB_STATE_COUNT)
 		return SL_ECORRUPT;
 	return 0;

@@ -21,6 +21,7 @@
 #include "slowlane/common.h"
 #include "slowlane/config.h"
 #include "slowlane/deliver.h"
+#include "slowlane/files.h"
 #include "slowlane/http.h"
 #include "slowlane/log.h"
 #include "slowlane/sched.h"
@@ -139,6 +140,11 @@ run(struct daemon *d)
 		return 1;
 	}
 	store_reader_check(d->st);
+	rc = files_init_dir(c->data_dir);
+	if (rc) {
+		log_error("cannot create %s/files: %s", c->data_dir, sl_strerror(rc));
+		return 1;
+	}
 	rc = sched_recover(d->st, sl_wall_ms(), &recovered);
 	if (rc) {
 		log_error("crash recovery failed: %s", sl_strerror(rc));
@@ -172,6 +178,10 @@ run(struct daemon *d)
 		.webhook_allow_http = c->webhook_allow_http,
 		.webhook_allow_private = c->webhook_allow_private,
 		.backend_name = c->upstream ? c->upstream : "load-test",
+		.data_dir = c->data_dir,
+		.file_ttl_ms = c->file_ttl_ms,
+		.batch_max_requests = c->batch_max_requests,
+		.batch_max_bytes = c->batch_max_bytes,
 	};
 	struct deliver_opts dopts = {
 		.allow_http = c->webhook_allow_http,
@@ -195,6 +205,7 @@ run(struct daemon *d)
 		.host = c->listen_host,
 		.port = c->listen_port,
 		.max_body = (size_t)c->max_body,
+		.max_upload = (size_t)c->batch_max_bytes,
 		.conn_limit = (unsigned)c->max_connections,
 		.conn_timeout_s = (unsigned)((c->conn_timeout_ms + 999) / 1000),
 	};

@@ -113,6 +113,8 @@ queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_
 	if (rc)
 		return rc;
 	j.http_status = o->http_status;
+	if (o->verdict == QUEUE_FAIL)
+		j.end = o->end;
 	job_set_message(&j, "%s", o->message);
 	rc = record_attempt(t, &j, now_ms, o->http_status, o->message);
 	if (rc)
@@ -154,6 +156,7 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 		was_in_progress = old.state == JOB_IN_PROGRESS;
 		if (job_end(&j, now_ms))
 			continue;
+		j.end = JOB_END_EXPIRED;
 		if (was_in_progress)
 			job_set_message(&j, "Expired: not finished within its time to live "
 			    "(abandoned while in progress after %u attempt%s)",
@@ -245,6 +248,7 @@ queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *m
 	rc = job_end(&j, now_ms);
 	if (rc)
 		return rc;
+	j.end = JOB_END_CANCELLED;
 	job_set_message(&j, "%s", message);
 	if (old.state == JOB_IN_PROGRESS) {
 		rc = record_attempt(t, &old, now_ms, 0, "abandoned: the job was cancelled");
@@ -271,6 +275,7 @@ queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl
 	j.attempts = 0;
 	j.attempt_id = 0;
 	j.http_status = 0;
+	j.end = JOB_END_NONE;
 	j.dispatched_ms = j.finished_ms = j.lease_ms = 0;
 	j.not_before_ms = now_ms;
 	j.expires_ms = now_ms + ttl_ms;

@@ -278,6 +278,10 @@ call_done(struct be_call *c, const struct be_result *r)
 		break;
 	case POLICY_FAIL:
 		a->out.verdict = QUEUE_FAIL;
+		a->out.end = r->fault == BE_TIMEOUT ? JOB_END_TIMEOUT
+		    : r->fault == BE_CONNECT ? JOB_END_CONNECT
+		    : r->fault == BE_OK && (r->http_status < 200 || r->http_status >= 300)
+		        ? JOB_END_HTTP : JOB_END_BAD_REPLY;
 		/* Keep the upstream's error body so the client sees it. */
 		if (r->fault == BE_OK && r->body_len > 0)
 			a->response = root ? strdup(r->body)

@@ -30,7 +30,9 @@
 enum dbi_index {
 	DB_META, DB_JOBS, DB_BODIES, DB_RESULTS, DB_READY, DB_INFLIGHT,
 	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY,
-	DB_GROUPS, DB_WEBHOOKS, DB_OUTBOX, DB_DELIVERIES, DB_COUNT
+	DB_GROUPS, DB_WEBHOOKS, DB_OUTBOX, DB_DELIVERIES,
+	DB_FILES, DB_FILE_INDEX, DB_BATCHES, DB_BATCH_INDEX, DB_BATCH_LINES, DB_BATCH_ACTIVE,
+	DB_IDEMPOTENCY, DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
@@ -40,11 +42,18 @@ static const char *const db_names[DB_COUNT] = {
 	[DB_CREATED] = "created", [DB_FINISHED] = "finished",
 	[DB_HISTORY] = "history", [DB_GROUPS] = "groups", [DB_WEBHOOKS] = "webhooks",
 	[DB_OUTBOX] = "outbox", [DB_DELIVERIES] = "deliveries",
+	[DB_FILES] = "files", [DB_FILE_INDEX] = "file_index", [DB_BATCHES] = "batches",
+	[DB_BATCH_INDEX] = "batch_index", [DB_BATCH_LINES] = "batch_lines",
+	[DB_BATCH_ACTIVE] = "batch_active", [DB_IDEMPOTENCY] = "idempotency",
 };
 
 static const int table_db[] = {
 	[STORE_T_GROUPS] = DB_GROUPS, [STORE_T_WEBHOOKS] = DB_WEBHOOKS,
 	[STORE_T_OUTBOX] = DB_OUTBOX, [STORE_T_DELIVERIES] = DB_DELIVERIES,
+	[STORE_T_FILES] = DB_FILES, [STORE_T_FILE_INDEX] = DB_FILE_INDEX,
+	[STORE_T_BATCHES] = DB_BATCHES, [STORE_T_BATCH_INDEX] = DB_BATCH_INDEX,
+	[STORE_T_BATCH_LINES] = DB_BATCH_LINES, [STORE_T_BATCH_ACTIVE] = DB_BATCH_ACTIVE,
+	[STORE_T_IDEMPOTENCY] = DB_IDEMPOTENCY,
 };
 
 static const int time_db[] = {
@@ -1002,6 +1011,13 @@ int
 store_table_scan(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
     store_table_fn cb, void *arg)
 {
+	return store_table_scan_dir(t, tb, from, flen, false, cb, arg);
+}
+
+int
+store_table_scan_dir(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
+    bool reverse, store_table_fn cb, void *arg)
+{
 	int db = table_db[tb];
 	MDB_cursor *cur;
 	MDB_val k = { flen, (void *)from }, v;
@@ -1010,9 +1026,20 @@ store_table_scan(struct store_txn *t, enum store_table tb, const void *from, siz
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
 	if (rc)
 		return map_rc(rc, "cursor_open");
-	rc = flen ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
-	          : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	if (!reverse) {
+		rc = flen ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
+		          : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	} else if (!flen) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	} else {
+		/* The last key <= from. */
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+		else if (rc == 0 && (k.mv_size != flen || memcmp(k.mv_data, from, flen) != 0))
+			rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+	}
+	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, reverse ? MDB_PREV : MDB_NEXT)) {
 		const void *data = NULL;
 		size_t len = 0;
 		int vrc = verify_checked(db, &v, &data, &len);

@@ -184,6 +184,37 @@ sl_sha256_hex(const void *data, size_t len, char out[65])
 	out[64] = '\0';
 }
 
+struct sl_sha256 *
+sl_sha256_new(void)
+{
+	EVP_MD_CTX *c = EVP_MD_CTX_new();
+
+	if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(c);
+		c = NULL;
+	}
+	return (struct sl_sha256 *)c;
+}
+
+void
+sl_sha256_update(struct sl_sha256 *h, const void *data, size_t len)
+{
+	EVP_DigestUpdate((EVP_MD_CTX *)h, data, len);
+}
+
+void
+sl_sha256_final(struct sl_sha256 *h, char out[65])
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+
+	EVP_DigestFinal_ex((EVP_MD_CTX *)h, md, &n);
+	EVP_MD_CTX_free((EVP_MD_CTX *)h);
+	for (unsigned i = 0; i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	out[64] = '\0';
+}
+
 bool
 sl_ct_equal(const void *a, const void *b, size_t len)
 {

@@ -25,6 +25,10 @@ struct api_opts {
 	const char *backend_name;  /* "load-test" or the upstream URL */
 	bool webhook_allow_http;   /* accept http:// webhook URLs */
 	bool webhook_allow_private; /* accept loopback/private webhook URLs */
+	const char *data_dir;      /* files live in <data_dir>/files */
+	uint64_t file_ttl_ms;      /* uploaded and output files expire; 0 never */
+	uint64_t batch_max_requests; /* lines per batch input */
+	uint64_t batch_max_bytes;  /* bytes per uploaded file */
 };
 
 struct api;

@@ -13,6 +13,7 @@
 
 #include <ev.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,11 @@ struct http_req;
 struct http_server;
 
 typedef void (*http_handler_fn)(struct http_req *r, void *ctx);
+/* Receives a multipart/form-data (or urlencoded) body as it arrives, one
+ * chunk of one field at a time (`filename` NULL for plain fields). Return
+ * non-zero to stop receiving (the handler still runs at the end). */
+typedef int (*http_part_fn)(struct http_req *r, void *ctx, const char *field,
+    const char *filename, const char *data, size_t len);
 
 #define HTTP_MAX_CAPTURES 4
 
@@ -29,12 +35,14 @@ struct http_route {
 	const char *method;  /* "GET", "POST", "DELETE" */
 	const char *pattern; /* a star matches and captures one path segment */
 	http_handler_fn fn;
+	http_part_fn part;   /* set: the body is streamed to it, never held */
 };
 
 struct http_opts {
 	const char *host;        /* numeric IPv4 or IPv6 address */
 	uint16_t port;           /* 0 = ephemeral; see http_port() */
 	size_t max_body;         /* larger bodies get 413 */
+	size_t max_upload;       /* the same for streamed (part) routes */
 	unsigned conn_limit;     /* simultaneous connections */
 	unsigned conn_timeout_s; /* idle connections are closed after this */
 };
@@ -62,10 +70,15 @@ const char *http_req_capture(const struct http_req *r, unsigned i);
 const char *http_req_header(const struct http_req *r, const char *name);
 /* A query argument, or NULL. */
 const char *http_req_query(const struct http_req *r, const char *name);
+/* True if a streamed body went past max_upload (the handler answers 413). */
+bool http_req_too_big(const struct http_req *r);
 /* The body (NUL-terminated; "" if none). */
 const char *http_req_body(const struct http_req *r, size_t *len);
 /* Per-request data for the handler's own use (e.g. its pending op). */
 void http_req_set_data(struct http_req *r, void *data);
+/* Runs `fn(data)` when the request ends without the handler having taken
+ * the data back (client gone mid-upload); pass NULL to cancel. */
+void http_req_set_cleanup(struct http_req *r, void (*fn)(void *data));
 void *http_req_data(const struct http_req *r);
 
 /* ---- answers: exactly one per request ---- */
@@ -73,6 +86,10 @@ void *http_req_data(const struct http_req *r);
 /* Answers with `body` (taken: freed by the server) of `len` bytes. */
 void http_reply(struct http_req *r, int status, const char *content_type, char *body,
     size_t len);
+/* Answers with `size` bytes read from `fd` (taken: closed by the server),
+ * streamed, never loaded whole. */
+void http_reply_fd(struct http_req *r, int status, const char *content_type, int fd,
+    uint64_t size);
 /* Answers with the JSON serialization of `obj` (reference stolen). */
 void http_reply_json(struct http_req *r, int status, json_t *obj);
 /* Answers {"error":{message,type,param,code}} with e->status. */

@@ -37,6 +37,18 @@ enum {
 #define JOB_MESSAGE_MAX 511 /* state messages are truncated to this */
 #define JOB_TENANT_LEN 16   /* hex of the first 8 bytes of SHA-256(key) */
 #define JOB_WEBHOOK_MAX 32  /* webhook ids are shorter */
+#define JOB_BATCH_MAX 40    /* "batch_" + 24 */
+
+/* Why a job ended Failed, for batch error files and operators. */
+enum job_end {
+	JOB_END_NONE = 0,
+	JOB_END_HTTP,        /* the upstream answered with an error status */
+	JOB_END_EXPIRED,     /* its time to live (or batch window) ran out */
+	JOB_END_CANCELLED,   /* cancelled by an operator or a batch cancel */
+	JOB_END_TIMEOUT,     /* the last attempt timed out */
+	JOB_END_CONNECT,     /* the last attempt could not reach the upstream */
+	JOB_END_BAD_REPLY,   /* the upstream's answer was not usable */
+};
 
 struct job {
 	char id[SL_ID_LEN + 1];
@@ -58,6 +70,9 @@ struct job {
 	char message[JOB_MESSAGE_MAX + 1]; /* stateMessage */
 	char group[SL_ID_LEN + 1];         /* group it belongs to, or "" */
 	char webhook[JOB_WEBHOOK_MAX + 1]; /* metadata.webhook_id, or "" */
+	char batch[JOB_BATCH_MAX + 1];     /* batch it belongs to, or "" */
+	uint32_t line;                     /* its 1-based line in the batch */
+	uint8_t end;                       /* enum job_end */
 };
 
 /* "Queued", "In Progress", "Success", "Failed"; "?" for a bad value. */

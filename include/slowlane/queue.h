@@ -36,6 +36,7 @@ struct queue_outcome {
 	uint64_t not_before_ms; /* QUEUE_RETRY: due time */
 	uint16_t http_status;   /* upstream's, 0 if none */
 	const char *message;    /* the new stateMessage */
+	uint8_t end;            /* QUEUE_FAIL: enum job_end */
 	const void *response;   /* JSON to keep as the result, or NULL */
 	size_t response_len;
 };

@@ -18,6 +18,8 @@
  *   webhooks  webhook id               -> registration (webhook.h)
  *   outbox    due_ms | event id        -> webhook delivery waiting to be sent
  *   deliveries event id                -> how a finished delivery ended
+ *   files, file_index, batches, batch_index, batch_lines, batch_active,
+ *   idempotency: the Files and Batch API (see enum store_table)
  *
  * Threads: a write transaction belongs to the thread that began it (the
  * daemon's writer thread, or slowlanectl). Read transactions may be used by
@@ -106,7 +108,16 @@ int store_reader_check(struct store *st);
 
 /* ---- tables of checked records (groups, webhooks, outbox, deliveries) ---- */
 
-enum store_table { STORE_T_GROUPS, STORE_T_WEBHOOKS, STORE_T_OUTBOX, STORE_T_DELIVERIES };
+enum store_table {
+	STORE_T_GROUPS, STORE_T_WEBHOOKS, STORE_T_OUTBOX, STORE_T_DELIVERIES,
+	STORE_T_FILES,        /* file id -> file object (JSON) */
+	STORE_T_FILE_INDEX,   /* tenant | created_ms | file id -> "" */
+	STORE_T_BATCHES,      /* batch id -> batch object (JSON) */
+	STORE_T_BATCH_INDEX,  /* tenant | created_ms | batch id -> "" */
+	STORE_T_BATCH_LINES,  /* batch id | line (be32) -> job id | custom_id */
+	STORE_T_BATCH_ACTIVE, /* batch id -> "" while the batch engine has work */
+	STORE_T_IDEMPOTENCY,  /* tenant | Idempotency-Key -> first answer */
+};
 
 /* Records with a CRC, under arbitrary keys (at most 511 bytes). get: 0,
  * SL_ENOTFOUND, SL_ECORRUPT; *data valid until the transaction ends.
@@ -123,6 +134,10 @@ typedef int (*store_table_fn)(void *arg, const void *key, size_t klen, const voi
     size_t len);
 int store_table_scan(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
     store_table_fn cb, void *arg);
+/* The same, newest (largest key) first when `reverse`: from the last key
+ * <= `from` (from the end if flen is 0). */
+int store_table_scan_dir(struct store_txn *t, enum store_table tb, const void *from,
+    size_t flen, bool reverse, store_table_fn cb, void *arg);
 
 /* ---- inspection and repair (slowlanectl) ---- */
 

@@ -57,6 +57,12 @@ char *sl_fmt_iso8601(uint64_t ms, char *out, size_t cap);
 uint32_t sl_crc32(uint32_t crc, const void *data, size_t len);
 /* Writes the lowercase hex SHA-256 of data (64 chars + NUL) into out[65]. */
 void sl_sha256_hex(const void *data, size_t len, char out[65]);
+/* Incremental SHA-256 (for streamed uploads). new: NULL on failure. */
+struct sl_sha256;
+struct sl_sha256 *sl_sha256_new(void);
+void sl_sha256_update(struct sl_sha256 *h, const void *data, size_t len);
+/* Writes the hex digest into out[65] and frees `h`. */
+void sl_sha256_final(struct sl_sha256 *h, char out[65]);
 /* Constant-time comparison of two equal-length byte strings. */
 bool sl_ct_equal(const void *a, const void *b, size_t len);
 

@@ -1,0 +1,57 @@
+/*
+ * files.h - uploaded and generated files (the OpenAI Files API): their
+ * records in the store (`files`, and `file_index` for per-key listings)
+ * and their bytes on disk under <data-dir>/files/<id>. Records are JSON
+ * texts; the bytes are written, fsynced and renamed into place before the
+ * record that names them is committed.
+ */
+#ifndef SLOWLANE_FILES_H
+#define SLOWLANE_FILES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "slowlane/job.h"
+#include "slowlane/store.h"
+
+#define FILE_ID_MAX 40 /* "file-" + 24 */
+#define FILE_NAME_MAX 255
+
+struct sl_file {
+	char id[FILE_ID_MAX + 1];
+	char tenant[JOB_TENANT_LEN + 1];
+	uint64_t bytes;
+	uint64_t created_ms;         /* Unix ms (created_at is its seconds) */
+	uint64_t expires_s;          /* 0 = never */
+	uint64_t lines;              /* JSONL lines (uploads) */
+	char filename[FILE_NAME_MAX + 1];
+	char purpose[32];            /* "batch", "batch_output", ... */
+};
+
+/* A fresh id "file-<24 random>". Returns 0 or -errno. */
+int files_new_id(char out[FILE_ID_MAX + 1]);
+/* <dir>/files/<id> into out[cap]. */
+void files_path(const char *data_dir, const char *id, char *out, size_t cap);
+/* Creates <dir>/files if missing. Returns 0 or -errno. */
+int files_init_dir(const char *data_dir);
+/* fsyncs `fd`, renames tmp to the file's path and fsyncs the directory, so
+ * the bytes are durable under their final name. Idempotent: a second call
+ * after success finds the file in place and returns 0. */
+int files_publish(const char *data_dir, int fd, const char *tmp_path, const char *id);
+
+/* Record and index. get: 0, SL_ENOTFOUND, SL_ECORRUPT. */
+int files_put(struct store_txn *t, const struct sl_file *f);
+int files_get(struct store_txn *t, const char *id, struct sl_file *out);
+int files_delete(struct store_txn *t, const struct sl_file *f);
+
+/* The API's file object (without the tenant). New reference. */
+json_t *files_json(const struct sl_file *f);
+
+/* Lists `tenant`'s files, newest first (or oldest with `asc`), strictly
+ * after file `after` (NULL = from the start), `purpose` ("" = any). Fills
+ * at most `limit` into out[] and sets *has_more exactly. */
+int files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
+    const char *purpose, size_t limit, struct sl_file *out, size_t *n, bool *has_more);
+
+#endif
