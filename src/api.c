@@ -145,6 +145,10 @@ static const struct http_route routes[] = {
 	{ .method = "GET", .pattern = "/v1/files/*", .fn = api_h_file_get },
 	{ .method = "DELETE", .pattern = "/v1/files/*", .fn = api_h_file_delete },
 	{ .method = "GET", .pattern = "/v1/files/*/content", .fn = api_h_file_content },
+	{ .method = "POST", .pattern = "/v1/batches", .fn = api_h_batch_create },
+	{ .method = "GET", .pattern = "/v1/batches", .fn = api_h_batch_list },
+	{ .method = "GET", .pattern = "/v1/batches/*", .fn = api_h_batch_get },
+	{ .method = "POST", .pattern = "/v1/batches/*/cancel", .fn = api_h_batch_cancel },
 	{ .method = "POST", .pattern = "/v1/webhooks", .fn = api_h_webhook_create },
 	{ .method = "GET", .pattern = "/v1/webhooks", .fn = api_h_webhook_list },
 	{ .method = "GET", .pattern = "/v1/webhooks/*", .fn = api_h_webhook_get },
@@ -206,6 +210,12 @@ api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_
 	}
 	*out = a;
 	return 0;
+}
+
+void
+api_set_batchrun(struct api *a, struct batchrun *br)
+{
+	a->br = br;
 }
 
 uint64_t

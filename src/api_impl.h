@@ -57,6 +57,12 @@ void api_h_file_get(struct http_req *r, void *ctx);
 void api_h_file_content(struct http_req *r, void *ctx);
 void api_h_file_delete(struct http_req *r, void *ctx);
 
+/* api_batches.c: the Batch API. */
+void api_h_batch_create(struct http_req *r, void *ctx);
+void api_h_batch_list(struct http_req *r, void *ctx);
+void api_h_batch_get(struct http_req *r, void *ctx);
+void api_h_batch_cancel(struct http_req *r, void *ctx);
+
 /* api_webhooks.c: webhook registration by keys. */
 void api_h_webhook_create(struct http_req *r, void *ctx);
 void api_h_webhook_list(struct http_req *r, void *ctx);

@@ -118,18 +118,28 @@ decode_event(const void *data, size_t len, struct event *e)
 }
 
 int
-event_enqueue(struct store_txn *t, const char *type, const char *webhook, const char *subject,
-    const char *url, const char *payload, size_t len, uint64_t now_ms)
+event_new_id(char *out)
+{
+	memcpy(out, "evt_", 4);
+	return sl_random_id(out + 4, EVENT_ID_LEN - 4);
+}
+
+int
+event_enqueue(struct store_txn *t, const char *id, const char *type, const char *webhook,
+    const char *subject, const char *url, const char *payload, size_t len, uint64_t now_ms)
 {
 	struct event e;
 	unsigned char key[OUTBOX_KEY_LEN];
 	int rc;
 
 	memset(&e, 0, sizeof e);
-	memcpy(e.id, "evt_", 4);
-	rc = sl_random_id(e.id + 4, EVENT_ID_LEN - 4);
-	if (rc)
-		return rc;
+	if (id && strlen(id) == EVENT_ID_LEN) {
+		memcpy(e.id, id, EVENT_ID_LEN);
+	} else {
+		rc = event_new_id(e.id);
+		if (rc)
+			return rc;
+	}
 	e.created_ms = now_ms;
 	snprintf(e.type, sizeof e.type, "%s", type);
 	snprintf(e.webhook, sizeof e.webhook, "%s", webhook ? webhook : "");
@@ -181,7 +191,7 @@ generation_event(struct store_txn *t, const struct job *j, uint64_t now_ms)
 	if (!rc)
 		rc = sl_buf_append(&b, "}", 1);
 	if (!rc)
-		rc = event_enqueue(t, type, j->webhook, j->id, NULL, b.data, b.len, now_ms);
+		rc = event_enqueue(t, NULL, type, j->webhook, j->id, NULL, b.data, b.len, now_ms);
 	sl_buf_release(&b);
 	return rc;
 }
@@ -216,7 +226,7 @@ group_event(struct store_txn *t, const struct group *g, uint64_t now_ms)
 	if (!rc)
 		rc = sl_buf_append(&b, "]}}", 3);
 	if (!rc)
-		rc = event_enqueue(t, type, g->webhook, g->id, NULL, b.data, b.len, now_ms);
+		rc = event_enqueue(t, NULL, type, g->webhook, g->id, NULL, b.data, b.len, now_ms);
 	sl_buf_release(&b);
 	return rc;
 }

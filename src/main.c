@@ -18,6 +18,7 @@
 
 #include "slowlane/api.h"
 #include "slowlane/backend.h"
+#include "slowlane/batchrun.h"
 #include "slowlane/common.h"
 #include "slowlane/config.h"
 #include "slowlane/deliver.h"
@@ -37,6 +38,7 @@ struct daemon {
 	struct backend *be;
 	struct sched *sc;
 	struct deliver *dl;
+	struct batchrun *br;
 	struct api *api;
 	struct http_server *http;
 	ev_signal sigterm, sigint;
@@ -95,6 +97,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_info("signal %d: shutting down (no new connections)", w->signum);
 	http_quiesce(d->http);
 	deliver_stop(d->dl);
+	batchrun_stop(d->br);
 	sched_shutdown(d->sc, sched_stopped, d);
 }
 
@@ -196,6 +199,16 @@ run(struct daemon *d)
 		rc = deliver_new(d->loop, d->st, d->wr, &dopts, &d->dl);
 	if (rc == 0)
 		rc = api_new(d->st, d->wr, d->sc, &ao, &d->api);
+	struct batchrun_opts bo = {
+		.data_dir = c->data_dir,
+		.max_requests = c->batch_max_requests,
+		.max_line = (size_t)c->max_body,
+		.file_ttl_ms = c->file_ttl_ms,
+	};
+	if (rc == 0)
+		rc = batchrun_new(d->loop, d->st, d->wr, d->sc, &bo, &d->br);
+	if (rc == 0)
+		api_set_batchrun(d->api, d->br);
 	if (rc) {
 		log_error("startup failed: %s", sl_strerror(rc));
 		return 1;
@@ -228,6 +241,7 @@ run(struct daemon *d)
 	ev_signal_start(d->loop, &d->sigint);
 	sched_start(d->sc);
 	deliver_start(d->dl);
+	batchrun_start(d->br);
 	ev_run(d->loop, 0);
 	return 0;
 }
@@ -245,6 +259,9 @@ teardown(struct daemon *d)
 	if (d->dl && !d->stopping)
 		deliver_stop(d->dl);
 	deliver_free(d->dl);
+	if (d->br && !d->stopping)
+		batchrun_stop(d->br);
+	batchrun_free(d->br);
 	sched_free(d->sc);
 	api_free(d->api);
 	if (d->be)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "slowlane/batch.h"
 #include "slowlane/common.h"
 #include "slowlane/event.h"
 #include "slowlane/log.h"
@@ -28,6 +29,16 @@ record_attempt(struct store_txn *t, const struct job *j, uint64_t now_ms, uint16
 		return 0;
 	snprintf(a.message, sizeof a.message, "%s", message);
 	return store_attempt_put(t, j->id, &a);
+}
+
+/* Everything that follows a job's end, in the same transaction: webhook
+ * events, group completion, batch accounting. */
+static int
+job_ended(struct store_txn *t, const struct job *j, uint64_t now_ms)
+{
+	int rc = event_job_ended(t, j, now_ms);
+
+	return rc ? rc : batch_job_ended(t, j, now_ms);
 }
 
 int
@@ -126,7 +137,7 @@ queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_
 	}
 	rc = store_job_put(t, &old, &j);
 	if (!rc && job_is_final(j.state))
-		rc = event_job_ended(t, &j, now_ms);
+		rc = job_ended(t, &j, now_ms);
 	return rc;
 }
 
@@ -171,7 +182,7 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 		if (!rc)
 			rc = store_job_put(t, &old, &j);
 		if (!rc)
-			rc = event_job_ended(t, &j, now_ms);
+			rc = job_ended(t, &j, now_ms);
 		if (rc)
 			return rc;
 		(*n)++;
@@ -256,7 +267,7 @@ queue_cancel(struct store_txn *t, const char *id, uint64_t now_ms, const char *m
 			return rc;
 	}
 	rc = store_job_put(t, &old, &j);
-	return rc ? rc : event_job_ended(t, &j, now_ms);
+	return rc ? rc : job_ended(t, &j, now_ms);
 }
 
 int

@@ -210,9 +210,7 @@ report(const struct ctl *c, const struct change *ch, const struct idvec *iv,
 		json_object_set_new(o, "changedMeanwhile", json_integer((json_int_t)res->raced));
 		json_object_set_new(o, "byState", states);
 		json_object_set_new(o, "ids", ids);
-		json_dumpf(o, stdout, JSON_COMPACT);
-		putchar('\n');
-		json_decref(o);
+		ctl_print_json(o);
 		return;
 	}
 	printf("%s%s %llu job%s", c->dry_run ? "would " : "", c->dry_run ? ch->verb : ch->done,
@@ -229,8 +227,8 @@ report(const struct ctl *c, const struct change *ch, const struct idvec *iv,
 	puts(c->dry_run ? "; dry run: nothing changed" : "");
 }
 
-/* Validates (listed ids) and applies `ch` to `iv`; the common end of
- * requeue and cancel. */
+/* Applies `ch` to `iv` (unless a dry run) and reports: the common end of
+ * requeue and cancel. Exit code 1 if a job changed meanwhile. */
 static int
 run_change(struct ctl *c, struct store *st, const struct change *ch, struct idvec *iv,
     struct outcome *res)
@@ -537,17 +535,14 @@ ctl_purge(struct ctl *c)
 		    "run 'slowlanectl check --repair'", (unsigned long long)p.dangling,
 		    p.dangling == 1 ? "y" : "ies");
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:o}", "operation", "purge",
+		ctl_print_json(json_pack("{s:s, s:b, s:I, s:I, s:o}", "operation", "purge",
 		    "dryRun", c->dry_run, "purged", (json_int_t)purged, "freedBytes",
-		    (json_int_t)bytes, "finishedBefore", json_string(ctl_fmt_time(p.cutoff_ms, when)));
-		json_dumpf(o, stdout, JSON_COMPACT);
-		putchar('\n');
-		json_decref(o);
+		    (json_int_t)bytes, "finishedBefore", ctl_json_time(p.cutoff_ms)));
 	} else {
 		printf("%s %llu job%s that ended before %s (%s of requests and responses)%s\n",
 		    c->dry_run ? "would purge" : "purged", (unsigned long long)purged,
-		    purged == 1 ? "" : "s", ctl_fmt_time(p.cutoff_ms, when), ctl_fmt_bytes(bytes, b),
-		    c->dry_run ? "; dry run: nothing changed" : "");
+		    purged == 1 ? "" : "s", ctl_fmt_time(p.cutoff_ms, when),
+		    ctl_fmt_bytes(bytes, b), c->dry_run ? "; dry run: nothing changed" : "");
 	}
 	return CTL_OK;
 }
@@ -622,11 +617,9 @@ ctl_backup(struct ctl *c)
 	if (stat(file, &sb) != 0)
 		sb.st_size = 0;
 	if (c->json) {
-		json_t *o = json_pack("{s:s, s:s, s:I, s:I}", "operation", "backup", "path", path,
-		    "jobs", (json_int_t)info.jobs, "bytes", (json_int_t)sb.st_size);
-		json_dumpf(o, stdout, JSON_COMPACT);
-		putchar('\n');
-		json_decref(o);
+		ctl_print_json(json_pack("{s:s, s:o, s:I, s:I}", "operation", "backup",
+		    "path", ctl_json_str(path), "jobs", (json_int_t)info.jobs,
+		    "bytes", (json_int_t)sb.st_size));
 	} else {
 		printf("backed up %s to %s: about %llu jobs, %s (compacted)\n", c->data_dir, path,
 		    (unsigned long long)info.jobs, ctl_fmt_bytes((uint64_t)sb.st_size, b));
@@ -681,13 +674,10 @@ ctl_check(struct ctl *c)
 	}
 	remaining = res.problems - res.repaired;
 	if (c->json) {
-		json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:b, s:O}", "jobs",
+		ctl_print_json(json_pack("{s:I, s:I, s:I, s:I, s:b, s:O}", "jobs",
 		    (json_int_t)res.jobs, "problemCount", (json_int_t)res.problems,
 		    "repaired", (json_int_t)res.repaired, "remaining", (json_int_t)remaining,
-		    "ok", remaining == 0, "problems", o.problems);
-		json_dumpf(j, stdout, JSON_COMPACT);
-		putchar('\n');
-		json_decref(j);
+		    "ok", remaining == 0, "problems", o.problems));
 	} else {
 		printf("checked %llu jobs: %llu problem%s, %llu repaired%s\n",
 		    (unsigned long long)res.jobs, (unsigned long long)res.problems,

@@ -13,6 +13,7 @@
 
 #include "slowlane/api.h"
 #include "slowlane/common.h"
+#include "slowlane/log.h"
 #include "slowlane/util.h"
 
 #include "ctl_common.h"
@@ -23,8 +24,14 @@ ctl_open(const struct ctl *c, bool write, struct store **out)
 	struct store_opts o = { .read_only = !write, .create = false };
 	int rc;
 
+	/* Our message says it all for the expected failures; the store's own
+	 * log line is kept for the unexpected ones (it names LMDB's error). */
 	*out = NULL;
+	log_set_level((enum log_level)(LOG_ERROR + 1));
 	rc = store_open(c->data_dir, &o, out);
+	log_set_level(LOG_WARN);
+	if (rc == SL_ESTORE)
+		rc = store_open(c->data_dir, &o, out);
 	if (rc == 0) {
 		store_reader_check(*out); /* slots left by a killed slowlanectl */
 		return CTL_OK;
@@ -35,12 +42,13 @@ ctl_open(const struct ctl *c, bool write, struct store **out)
 		ctl_err("no store in %s (is --data-dir right?)", c->data_dir);
 		break;
 	case SL_EVERSION:
-		ctl_err("the store in %s has a newer format than this slowlanectl "
-		    "(format %d) understands: use the slowlanectl of the daemon that wrote it",
+		ctl_err("the store in %s has a newer format than %d, the one this slowlanectl "
+		    "reads: it was written by a newer slowlane; use its slowlanectl",
 		    c->data_dir, STORE_FORMAT);
 		break;
 	case SL_ECORRUPT:
-		ctl_err("the store in %s is damaged (a database or its format record is "
+		ctl_err("the store in %s lacks databases or its format record: damaged, or "
+		    "written by an older slowlaned (starting the daemon on it adds what is "
 		    "missing)", c->data_dir);
 		break;
 	default:
@@ -184,6 +192,32 @@ ctl_select(struct store_txn *t, const struct ctl_filter *f, ctl_job_fn fn, void 
 }
 
 /* ---- formatting ---- */
+
+int
+ctl_print_json(json_t *v)
+{
+	int rc = v && json_dumpf(v, stdout, JSON_COMPACT | JSON_SORT_KEYS) == 0 ? 0 : -ENOMEM;
+
+	putchar('\n');
+	json_decref(v);
+	return rc;
+}
+
+json_t *
+ctl_json_time(uint64_t ms)
+{
+	char ts[32];
+
+	return ms ? json_string(sl_fmt_iso8601(ms, ts, sizeof ts)) : json_null();
+}
+
+json_t *
+ctl_json_str(const char *s)
+{
+	json_t *v = json_string(s);
+
+	return v ? v : json_null();
+}
 
 const char *
 ctl_fmt_time(uint64_t ms, char out[32])

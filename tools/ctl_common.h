@@ -133,6 +133,15 @@ int ctl_select(struct store_txn *t, const struct ctl_filter *f, ctl_job_fn fn, v
 
 /* ---- formatting ---- */
 
+struct json_t; /* jansson's */
+/* Prints `v` compact, keys sorted, on one line of stdout, and drops it (a
+ * NULL `v` is an allocation that failed). Returns 0 or -ENOMEM. */
+int ctl_print_json(struct json_t *v);
+/* ISO 8601 with milliseconds as a new JSON string; null for 0. */
+struct json_t *ctl_json_time(uint64_t ms);
+/* `s` as a new JSON string; null if it is not valid UTF-8. */
+struct json_t *ctl_json_str(const char *s);
+
 /* "2026-11-22T02:21:36Z" (no milliseconds), or "-" for 0, into out[32]. */
 const char *ctl_fmt_time(uint64_t ms, char out[32]);
 /* "850ms", "42s", "3m12s", "5h02m", "3d04h" into out[32]. */

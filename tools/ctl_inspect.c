@@ -26,35 +26,6 @@
 #define LS_DEFAULT_LIMIT 50
 #define RENDER_LIMIT ((size_t)256 << 20) /* a generation: body + response caps */
 
-/* ISO 8601 with milliseconds as a JSON string, or null for 0. */
-static json_t *
-json_time(uint64_t ms)
-{
-	char ts[32];
-
-	return ms ? json_string(sl_fmt_iso8601(ms, ts, sizeof ts)) : json_null();
-}
-
-/* A JSON string, or null if `s` is not valid UTF-8. */
-static json_t *
-json_str(const char *s)
-{
-	json_t *v = json_string(s);
-
-	return v ? v : json_null();
-}
-
-/* Prints `v` compact on one line and drops it. Returns 0 or -ENOMEM. */
-static int
-print_json(json_t *v)
-{
-	int rc = v && json_dumpf(v, stdout, JSON_COMPACT | JSON_SORT_KEYS) == 0 ? 0 : -ENOMEM;
-
-	putchar('\n');
-	json_decref(v);
-	return rc;
-}
-
 /* ---- stats ---- */
 
 struct stats {
@@ -181,7 +152,7 @@ stats_json(const struct ctl *c, const struct stats *s)
 		    (json_int_t)s->counts.by_state[i]));
 	if (s->have_oldest)
 		oldest = json_pack("{s:s, s:o, s:I}", "id", s->oldest.id,
-		    "createdAt", json_time(s->oldest.created_ms),
+		    "createdAt", ctl_json_time(s->oldest.created_ms),
 		    "ageMs", (json_int_t)(s->now_ms > s->oldest.created_ms ?
 		    s->now_ms - s->oldest.created_ms : 0));
 	store = json_pack("{s:I, s:I, s:I, s:f, s:I, s:I, s:I}",
@@ -193,8 +164,8 @@ stats_json(const struct ctl *c, const struct stats *s)
 	json_object_foreach(s->models, key, pair)
 		json_object_set_new(models, key, json_pack("{s:O, s:O}",
 		    "Queued", json_array_get(pair, 0), "In Progress", json_array_get(pair, 1)));
-	json_object_set_new(o, "dataDir", json_str(c->data_dir));
-	json_object_set_new(o, "at", json_time(s->now_ms));
+	json_object_set_new(o, "dataDir", ctl_json_str(c->data_dir));
+	json_object_set_new(o, "at", ctl_json_time(s->now_ms));
 	json_object_set_new(o, "counts", counts);
 	json_object_set_new(o, "total", json_integer((json_int_t)s->total));
 	json_object_set_new(o, "oldestQueued", oldest);
@@ -270,7 +241,7 @@ ctl_stats(struct ctl *c)
 	if (rc) {
 		rc = ctl_store_err("reading the store", rc);
 	} else if (c->json) {
-		if (print_json(stats_json(c, &s)))
+		if (ctl_print_json(stats_json(c, &s)))
 			rc = ctl_store_err("stats", -ENOMEM);
 	} else {
 		stats_print(c, &s);
@@ -290,13 +261,14 @@ struct ls_ctx {
 static json_t *
 ls_row_json(const struct job *j, const char *custom_id)
 {
-	return json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:o, s:o}",
-	    "id", j->id, "state", job_state_name(j->state), "model", j->model,
-	    "custom_id", custom_id ? json_str(custom_id) : json_null(),
+	return json_pack("{s:s, s:s, s:o, s:o, s:I, s:I, s:o, s:o, s:o, s:o}",
+	    "id", j->id, "state", job_state_name(j->state), "model", ctl_json_str(j->model),
+	    "custom_id", custom_id ? ctl_json_str(custom_id) : json_null(),
 	    "attempts", (json_int_t)j->attempts, "httpStatus", (json_int_t)j->http_status,
-	    "createdAt", json_time(j->created_ms), "dispatchedAt", json_time(j->dispatched_ms),
-	    "finishedAt", json_time(j->finished_ms),
-	    "stateMessage", json_str(j->message));
+	    "createdAt", ctl_json_time(j->created_ms),
+	    "dispatchedAt", ctl_json_time(j->dispatched_ms),
+	    "finishedAt", ctl_json_time(j->finished_ms),
+	    "stateMessage", ctl_json_str(j->message));
 }
 
 static int
@@ -363,9 +335,9 @@ static int
 show_attempt_json(void *arg, const struct store_attempt *a)
 {
 	json_t *row = json_pack("{s:I, s:o, s:o, s:o, s:o}", "attempt", (json_int_t)a->attempt,
-	    "startedAt", json_time(a->started_ms), "endedAt", json_time(a->ended_ms),
+	    "startedAt", ctl_json_time(a->started_ms), "endedAt", ctl_json_time(a->ended_ms),
 	    "httpStatus", a->http_status ? json_integer(a->http_status) : json_null(),
-	    "message", json_str(a->message));
+	    "message", ctl_json_str(a->message));
 
 	return json_array_append_new(arg, row) ? -ENOMEM : 0;
 }
@@ -416,13 +388,20 @@ show_text(struct store_txn *t, const struct job *j)
 	printf("custom_id       %s\n", custom_id ? custom_id : "-");
 	printf("endpoint        %s\n", j->kind < SL_ARRAY_LEN(kinds) ? kinds[j->kind] : "?");
 	printf("tenant          %s\n", *j->tenant ? j->tenant : "- (no API keys)");
+	if (*j->group)
+		printf("group           %s\n", j->group);
+	if (*j->webhook)
+		printf("webhook         %s\n", j->webhook);
+	if (*j->batch)
+		printf("batch           %s (line %u)\n", j->batch, j->line);
 	printf("attempts        %u\n", j->attempts);
 	if (j->http_status)
 		printf("http status     %u (last answer)\n", j->http_status);
 	printf("created         %s\n", j->created_ms ? sl_fmt_iso8601(j->created_ms, a, 32) : "-");
 	printf("dispatched      %s\n", j->dispatched_ms ?
 	    sl_fmt_iso8601(j->dispatched_ms, a, 32) : "-");
-	printf("finished        %s\n", j->finished_ms ? sl_fmt_iso8601(j->finished_ms, a, 32) : "-");
+	printf("finished        %s\n", j->finished_ms ?
+	    sl_fmt_iso8601(j->finished_ms, a, 32) : "-");
 	if (!job_is_final(j->state))
 		printf("expires         %s\n", sl_fmt_iso8601(j->expires_ms, a, 32));
 	if (j->state == JOB_QUEUED)
@@ -587,19 +566,19 @@ watch_draw(const struct ctl *c, bool tty, const struct store_counts *n, uint64_t
 {
 	uint64_t total = 0, done = n->by_state[JOB_SUCCESS] + n->by_state[JOB_FAILED];
 	double pct;
-	char ts[32], b[64];
+	char ts[32], b[64], every[32];
 
 	for (int i = 0; i < JOB_STATE_COUNT; i++)
 		total += n->by_state[i];
 	pct = total ? 100.0 * (double)done / (double)total : 0;
 	if (c->json) {
 		json_t *o = json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:f}",
-		    "at", json_time(now_ms), "Queued", (json_int_t)n->by_state[JOB_QUEUED],
+		    "at", ctl_json_time(now_ms), "Queued", (json_int_t)n->by_state[JOB_QUEUED],
 		    "In Progress", (json_int_t)n->by_state[JOB_IN_PROGRESS],
 		    "Success", (json_int_t)n->by_state[JOB_SUCCESS],
 		    "Failed", (json_int_t)n->by_state[JOB_FAILED], "total", (json_int_t)total,
 		    "finishedPerSecond", rate);
-		print_json(o);
+		ctl_print_json(o);
 	} else if (!tty) {
 		printf("%s queued=%llu in_progress=%llu success=%llu failed=%llu total=%llu "
 		    "finished=%.1f%% rate=%.1f/s\n", ctl_fmt_time(now_ms, ts),
@@ -610,8 +589,8 @@ watch_draw(const struct ctl *c, bool tty, const struct store_counts *n, uint64_t
 		    pct, rate);
 	} else {
 		/* Home, clear to the end of the screen, redraw. */
-		printf("\033[H\033[J\033[1mslowlane\033[0m  %s  %s  (every %llu ms; Ctrl-C quits)\n\n",
-		    c->data_dir, ctl_fmt_time(now_ms, ts), (unsigned long long)c->interval_ms);
+		printf("\033[H\033[J\033[1mslowlane\033[0m  %s  %s  (every %s; Ctrl-C quits)\n\n",
+		    c->data_dir, ctl_fmt_time(now_ms, ts), ctl_fmt_age(c->interval_ms, every));
 		for (int i = 0; i < JOB_STATE_COUNT; i++)
 			printf("  %-12s %10llu  %s\n", job_state_name(i),
 			    (unsigned long long)n->by_state[i], bar(n->by_state[i], total, 40, b));
@@ -627,7 +606,10 @@ watch_draw(const struct ctl *c, bool tty, const struct store_counts *n, uint64_t
 static void
 watch_sleep(uint64_t ms)
 {
-	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000 };
+	struct timespec ts = {
+		.tv_sec = (time_t)(ms / 1000),
+		.tv_nsec = (long)(ms % 1000) * 1000000,
+	};
 
 	while (!watch_stop && nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;

@@ -38,6 +38,7 @@ enum opt_kind {
 	OPT_DURATION, /* uint64_t ms, sl_parse_duration_ms() */
 	OPT_NUMBER,   /* uint64_t, decimal */
 	OPT_STATES,   /* unsigned mask of 1 << JOB_*, comma-separated words */
+	OPT_SEEN,     /* no value and no field: only its bit in ctl.seen */
 };
 
 /* The options. A command accepts those in its `opts` mask plus the global
@@ -56,8 +57,7 @@ static const struct ctl_opt {
 	{ .name = "json", .bit = CTL_O_JSON, .kind = OPT_FLAG,
 	  .off = offsetof(struct ctl, json),
 	  .help = "machine-readable output (see slowlanectl(1))" },
-	{ .name = "help", .bit = CTL_O_HELP, .kind = OPT_FLAG,
-	  .off = offsetof(struct ctl, json), /* not stored: only `seen` */
+	{ .name = "help", .bit = CTL_O_HELP, .kind = OPT_SEEN,
 	  .help = "show this help and exit" },
 	{ .name = "state", .bit = CTL_O_STATE, .kind = OPT_STATES,
 	  .off = offsetof(struct ctl, state_mask), .arg = "S[,S...]",
@@ -324,8 +324,9 @@ set_opt(struct ctl *c, const struct ctl_opt *o, const char *val)
 
 	switch (o->kind) {
 	case OPT_FLAG:
-		if (o->bit != CTL_O_HELP)
-			*(bool *)(void *)field = true;
+		*(bool *)(void *)field = true;
+		break;
+	case OPT_SEEN:
 		break;
 	case OPT_STRING:
 		*(const char **)(void *)field = val;
@@ -373,9 +374,9 @@ parse_args(struct ctl *c, int argc, char **argv, bool *version)
 			const char *val = NULL;
 			if (!o)
 				return ctl_usage_err(c, "unknown option '%.*s'", (int)len + 2, a);
-			if (o->kind == OPT_FLAG && eq)
+			if (!o->arg && eq)
 				return ctl_usage_err(c, "option --%s takes no value", o->name);
-			if (o->kind != OPT_FLAG) {
+			if (o->arg) {
 				if (eq)
 					val = eq + 1;
 				else if (i + 1 < argc)

@@ -37,6 +37,9 @@ struct api;
  * Returns 0 or -ENOMEM. */
 int api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_opts *o,
     struct api **out);
+/* Tells the API where the batch engine is (to wake it on create/cancel). */
+struct batchrun;
+void api_set_batchrun(struct api *a, struct batchrun *br);
 /* The route table (static). */
 const struct http_route *api_routes(size_t *n);
 /* Submits answered, for the log at shutdown. */

@@ -43,9 +43,12 @@ struct event {
 	size_t payload_len;
 };
 
+/* A fresh event id "evt_<24 random>" into out[EVENT_ID_LEN + 1]. */
+int event_new_id(char *out);
 /* Queues an event for delivery now (payload copied). `webhook` or `url`
- * names the target. Returns 0 or a store error. */
-int event_enqueue(struct store_txn *t, const char *type, const char *webhook,
+ * names the target; `id` is the event id (NULL: a fresh one). Returns 0 or
+ * a store error. */
+int event_enqueue(struct store_txn *t, const char *id, const char *type, const char *webhook,
     const char *subject, const char *url, const char *payload, size_t len, uint64_t now_ms);
 
 /* A job just ended (Success or Failed), in this transaction: queues its

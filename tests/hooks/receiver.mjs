@@ -10,8 +10,11 @@
 //   secret      'whsec_...' to verify with (can be set later: r.secret = s);
 //               r.secrets[webhookId] = s overrides it for one webhook, chosen
 //               by the X-Inference-Webhook-ID header
-//   respond     optional (delivery) => status | {status, headers, body}: takes
-//               precedence over all of the above when it returns a value
+//   respond     optional (delivery) => status | {status, headers, body} |
+//               {hang: true}: takes precedence over all of the above when it
+//               returns a value; hang never answers (status recorded as 0,
+//               the connection stays open until the sender gives up or
+//               r.close())
 //
 // Every delivery is recorded (r.deliveries, in arrival order) as
 //   {seq, at, method, path, headers (lower-case names), raw (string),
@@ -204,6 +207,13 @@ export async function startReceiver(opts = {}) {
         status: 0,
       };
       const ans = decide(dl);
+      if (ans.hang) {
+        dl.status = 0;
+        dl.hung = true;
+        deliveries.push(dl);
+        emitter.emit('delivery', dl);
+        return;
+      }
       dl.status = ans.status;
       deliveries.push(dl);
       const out = ans.body !== undefined ? ans.body : JSON.stringify({ received: true });
