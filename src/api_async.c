@@ -203,9 +203,11 @@ check_member(struct api *a, const char *tenant, enum job_kind kind, json_t *m, s
 	int rc;
 
 	if (!text) {
-		return sl_error_set(err, 400, "invalid_request_error", "requests",
-		    json_is_object(m) ? NULL : "invalid_type",
-		    "Invalid 'requests[%zu]': expected a request object.", i);
+		static char param[32];
+		snprintf(param, sizeof param, "requests[%zu]", i);
+		return sl_error_set(err, json_is_object(m) ? 503 : 400, json_is_object(m) ?
+		    "server_error" : "invalid_request_error", param, "invalid_type",
+		    "Invalid request at index %zu of 'requests': expected a request object.", i);
 	}
 	rc = validate_request(kind, text, strlen(text), &info, &inner);
 	if (rc == 0) {

@@ -111,9 +111,9 @@ open_dbs(struct store *st, bool read_only)
 	for (int i = 0; i < DB_COUNT; i++) {
 		rc = mdb_dbi_open(txn, db_names[i], read_only ? 0 : MDB_CREATE, &st->dbi[i]);
 		if (rc) {
-			if (rc == MDB_NOTFOUND)
-				log_error("store: database '%s' missing", db_names[i]);
-			rc = rc == MDB_NOTFOUND ? SL_ECORRUPT : map_rc(rc, "dbi_open");
+			/* Read-only on a store from before this database existed:
+			 * the caller adds the missing ones and tries again. */
+			rc = rc == MDB_NOTFOUND ? SL_ENOTFOUND : map_rc(rc, "dbi_open");
 			goto out;
 		}
 	}
@@ -143,8 +143,32 @@ out:
 	return rc;
 }
 
+static int open_env(const char *dir, const struct store_opts *opts, struct store **out);
+
 int
 store_open(const char *dir, const struct store_opts *opts, struct store **out)
+{
+	struct store_opts rw;
+	struct store *tmp;
+	int rc = open_env(dir, opts, out);
+
+	if (rc != -ENOENT || !opts->read_only)
+		return rc == -ENOENT ? SL_ECORRUPT : rc;
+	/* A database added by a newer build of this format is missing: create
+	 * the empty databases in a short write transaction, then reopen. */
+	rw = *opts;
+	rw.read_only = false;
+	rw.create = false;
+	rc = open_env(dir, &rw, &tmp);
+	if (rc)
+		return rc == -ENOENT ? SL_ECORRUPT : rc;
+	store_close(tmp);
+	rc = open_env(dir, opts, out);
+	return rc == -ENOENT ? SL_ECORRUPT : rc;
+}
+
+static int
+open_env(const char *dir, const struct store_opts *opts, struct store **out)
 {
 	struct store *st;
 	struct stat sb;
@@ -186,6 +210,8 @@ store_open(const char *dir, const struct store_opts *opts, struct store **out)
 		goto out;
 	}
 	rc = open_dbs(st, opts->read_only);
+	if (rc == SL_ENOTFOUND)
+		rc = -ENOENT; /* missing database (see store_open) */
 out:
 	if (rc) {
 		if (st->env)
