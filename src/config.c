@@ -97,6 +97,8 @@ static const struct option_row options[] = {
 	  "retry a failing delivery for this long, then give up (default 24h)" },
 	{ "webhook-retry-base", T_DUR, F(webhook_retry_base_ms), 0, 1, DAY, "DUR",
 	  "first delivery backoff, x4 each retry up to 10h (default 5s)" },
+	{ "paused", T_FLAG, F(paused), 0, 0, 0, NULL,
+	  "start with dispatch paused; SIGUSR1 resumes, SIGUSR2 pauses" },
 	{ "port-file", T_STR, F(port_file), 0, 0, 0, "FILE",
 	  "write the bound port number here once listening" },
 	{ "log-level", T_LEVEL, F(log_level), 0, 0, 0, "LEVEL",

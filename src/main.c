@@ -41,7 +41,7 @@ struct daemon {
 	struct batchrun *br;
 	struct api *api;
 	struct http_server *http;
-	ev_signal sigterm, sigint;
+	ev_signal sigterm, sigint, sigusr1, sigusr2;
 	ev_timer drain;  /* waits for suspended requests during shutdown */
 	bool stopping;
 };
@@ -99,6 +99,15 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	deliver_stop(d->dl);
 	batchrun_stop(d->br);
 	sched_shutdown(d->sc, sched_stopped, d);
+}
+
+/* SIGUSR1 resumes dispatching, SIGUSR2 pauses it (submits go on). */
+static void
+pause_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	struct daemon *d = w->data;
+
+	sched_set_paused(d->sc, w->signum == SIGUSR2);
 }
 
 static int
@@ -239,6 +248,13 @@ run(struct daemon *d)
 	d->sigterm.data = d->sigint.data = d;
 	ev_signal_start(d->loop, &d->sigterm);
 	ev_signal_start(d->loop, &d->sigint);
+	ev_signal_init(&d->sigusr1, pause_cb, SIGUSR1);
+	ev_signal_init(&d->sigusr2, pause_cb, SIGUSR2);
+	d->sigusr1.data = d->sigusr2.data = d;
+	ev_signal_start(d->loop, &d->sigusr1);
+	ev_signal_start(d->loop, &d->sigusr2);
+	if (c->paused)
+		sched_set_paused(d->sc, true);
 	sched_start(d->sc);
 	deliver_start(d->dl);
 	batchrun_start(d->br);

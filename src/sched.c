@@ -83,7 +83,7 @@ struct sched {
 	struct attempt *active; /* calls running */
 	unsigned n_active;
 	unsigned reserved;   /* slots promised to the claim op in flight */
-	bool claiming, expiring, purging, stopping;
+	bool claiming, expiring, purging, stopping, paused;
 	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
@@ -444,11 +444,9 @@ dispatch(struct sched *s)
 	unsigned room;
 	struct claim_op *c;
 
-	if (s->stopping || s->claiming)
+	if (s->stopping || s->claiming || s->paused || s->n_active >= s->o.concurrency)
 		return;
 	room = s->o.concurrency - s->n_active;
-	if (s->n_active >= s->o.concurrency || room == 0)
-		return;
 	now = sl_wall_ms();
 	/* A cheap look first, so an idle daemon sends the writer nothing. */
 	if (store_begin(s->st, true, &t) == 0) {
@@ -748,6 +746,15 @@ sched_start(struct sched *s)
 	ev_timer_start(s->loop, &s->tick);
 	sweep(s);
 	dispatch(s);
+}
+
+void
+sched_set_paused(struct sched *s, bool paused)
+{
+	s->paused = paused;
+	log_info("sched: dispatch %s", paused ? "paused" : "resumed");
+	if (!paused)
+		dispatch(s);
 }
 
 void

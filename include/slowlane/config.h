@@ -39,6 +39,7 @@ struct config {
 	uint64_t file_ttl_ms;       /* 0 = files never expire */
 	uint64_t batch_max_requests;
 	uint64_t batch_max_bytes;
+	int paused;                /* start with dispatch paused (SIGUSR1 resumes) */
 	int webhook_allow_http;    /* flags: 0 or 1 */
 	int webhook_allow_private;
 	uint64_t webhook_timeout_ms;

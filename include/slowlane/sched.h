@@ -46,6 +46,9 @@ int sched_recover(struct store *st, uint64_t now_ms, size_t *n);
 
 /* Starts dispatching and the expiry sweep. */
 void sched_start(struct sched *s);
+/* Pauses or resumes dispatching (calls in flight go on). Benchmarks and
+ * operators use it through SIGUSR2 / SIGUSR1. */
+void sched_set_paused(struct sched *s, bool paused);
 /* Tells the scheduler that jobs may have become due (after a submit). */
 void sched_kick(struct sched *s);
 /* Stops claiming; lets calls in flight finish for up to the grace period,
