@@ -83,12 +83,14 @@ static void
 io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sock *s = SL_CONTAINER_OF(w, struct sock, io);
+	struct httpc *c = s->c;
 	int action = (revents & EV_READ ? CURL_CSELECT_IN : 0) |
 	    (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
 	int running;
 
-	curl_multi_socket_action(s->c->multi, s->fd, action, &running);
-	check_done(s->c);
+	/* socket_cb may free `s` (CURL_POLL_REMOVE) inside this call. */
+	curl_multi_socket_action(c->multi, s->fd, action, &running);
+	check_done(c);
 }
 
 static int

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,19 @@ start_backend(struct daemon *d)
 	return upstream_new(d->loop, &uo, &d->be);
 }
 
+/* Many client connections each hold a descriptor: take what we may. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("cannot raise the open-files limit: %s", strerror(errno));
+	}
+}
+
 static int
 run(struct daemon *d)
 {
@@ -146,6 +160,7 @@ run(struct daemon *d)
 	const struct http_route *routes;
 	int rc;
 
+	raise_fd_limit();
 	rc = store_open(c->data_dir, &so, &d->st);
 	if (rc) {
 		log_error("cannot open the store in %s: %s", c->data_dir, sl_strerror(rc));
