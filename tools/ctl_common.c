@@ -256,6 +256,21 @@ ctl_fmt_age(uint64_t ms, char out[32])
 }
 
 const char *
+ctl_fmt_bar(uint64_t part, uint64_t whole, int width, char *out)
+{
+	int fill = whole ? (int)((double)part / (double)whole * width + 0.5) : 0;
+
+	if (fill > width)
+		fill = width;
+	out[0] = '[';
+	for (int i = 0; i < width; i++)
+		out[1 + i] = i < fill ? '#' : '.';
+	out[width + 1] = ']';
+	out[width + 2] = '\0';
+	return out;
+}
+
+const char *
 ctl_fmt_bytes(uint64_t n, char out[32])
 {
 	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };

@@ -4,7 +4,9 @@
  * for each failure, job selection (filters, newest first) and formatting.
  *
  * slowlanectl.c owns argv and the command table; ctl_inspect.c the
- * read-only commands; ctl_change.c those that write; ctl_common.c the rest.
+ * read-only commands on jobs; ctl_change.c those that write jobs;
+ * ctl_webhook.c the webhook registrations and deliveries; ctl_batch.c the
+ * batches; ctl_common.c the rest.
  * Single-threaded; nothing here is used by the daemon.
  */
 #ifndef SLOWLANE_CTL_COMMON_H
@@ -43,6 +45,13 @@ struct ctl {
 	const char *model;      /* --model: exact name; NULL = any */
 	const char *key;        /* --key: API key whose tenant to show */
 	const char *message;    /* --message: substring of stateMessage */
+	const char *events;     /* webhook add --events: comma-separated; NULL = all */
+	const char *tenant;     /* webhook add --tenant: a tenant id ("" = no keys) */
+	const char *status;     /* batches --status: comma-separated batch statuses */
+	bool allow_http;        /* webhook add --allow-http */
+	bool allow_private;     /* webhook add --allow-private */
+	bool failed;            /* webhook deliveries --failed: only given-up ones */
+	bool pending;           /* webhook deliveries --pending: the outbox too */
 	uint64_t since_ms;      /* --since: a duration back from now */
 	uint64_t limit;         /* --limit: rows; 0 = no limit */
 	uint64_t ttl_ms;        /* requeue --ttl (default 72h) */
@@ -72,6 +81,13 @@ enum {
 	CTL_O_JSON = 1u << 13, /* global */
 	CTL_O_DATA_DIR = 1u << 14, /* global */
 	CTL_O_HELP = 1u << 15, /* global */
+	CTL_O_EVENTS = 1u << 16,
+	CTL_O_TENANT = 1u << 17,
+	CTL_O_ALLOW_HTTP = 1u << 18,
+	CTL_O_ALLOW_PRIVATE = 1u << 19,
+	CTL_O_FAILED = 1u << 20,
+	CTL_O_PENDING = 1u << 21,
+	CTL_O_STATUS = 1u << 22,
 };
 
 /* Command handlers: each returns an exit code (CTL_OK, CTL_FAIL, CTL_USAGE)
@@ -86,6 +102,14 @@ int ctl_cancel(struct ctl *c);
 int ctl_purge(struct ctl *c);
 int ctl_backup(struct ctl *c);
 int ctl_check(struct ctl *c);
+int ctl_webhook_add(struct ctl *c);
+int ctl_webhook_ls(struct ctl *c);
+int ctl_webhook_rm(struct ctl *c);
+int ctl_webhook_rotate(struct ctl *c);
+int ctl_webhook_deliveries(struct ctl *c);
+int ctl_batches(struct ctl *c);
+int ctl_batch_show(struct ctl *c);
+int ctl_batch_cancel(struct ctl *c);
 
 /* ---- messages ---- */
 
@@ -146,6 +170,9 @@ struct json_t *ctl_json_str(const char *s);
 const char *ctl_fmt_time(uint64_t ms, char out[32]);
 /* "850ms", "42s", "3m12s", "5h02m", "3d04h" into out[32]. */
 const char *ctl_fmt_age(uint64_t ms, char out[32]);
+/* "[#######.............]" of `width` cells for part/whole (part past
+ * whole fills it) into out[width + 3]. */
+const char *ctl_fmt_bar(uint64_t part, uint64_t whole, int width, char *out);
 /* "1.5 MiB" into out[32]. */
 const char *ctl_fmt_bytes(uint64_t n, char out[32]);
 /* Copies `s` into out[cap] for a table cell: control characters become

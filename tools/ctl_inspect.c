@@ -546,20 +546,6 @@ watch_on_signal(int sig)
 	watch_stop = 1;
 }
 
-/* "[#######.............]" of `width` cells for part/whole. */
-static const char *
-bar(uint64_t part, uint64_t whole, int width, char *out)
-{
-	int fill = whole ? (int)((double)part / (double)whole * width + 0.5) : 0;
-
-	out[0] = '[';
-	for (int i = 0; i < width; i++)
-		out[1 + i] = i < fill ? '#' : '.';
-	out[width + 1] = ']';
-	out[width + 2] = '\0';
-	return out;
-}
-
 static void
 watch_draw(const struct ctl *c, bool tty, const struct store_counts *n, uint64_t now_ms,
     double rate)
@@ -593,9 +579,11 @@ watch_draw(const struct ctl *c, bool tty, const struct store_counts *n, uint64_t
 		    c->data_dir, ctl_fmt_time(now_ms, ts), ctl_fmt_age(c->interval_ms, every));
 		for (int i = 0; i < JOB_STATE_COUNT; i++)
 			printf("  %-12s %10llu  %s\n", job_state_name(i),
-			    (unsigned long long)n->by_state[i], bar(n->by_state[i], total, 40, b));
+			    (unsigned long long)n->by_state[i],
+			    ctl_fmt_bar(n->by_state[i], total, 40, b));
 		printf("  %-12s %10llu\n\n", "total", (unsigned long long)total);
-		printf("  finished     %s %5.1f%%  (%llu of %llu)\n", bar(done, total, 40, b), pct,
+		printf("  finished     %s %5.1f%%  (%llu of %llu)\n",
+		    ctl_fmt_bar(done, total, 40, b), pct,
 		    (unsigned long long)done, (unsigned long long)total);
 		printf("  throughput   %.1f jobs/s finished\n", rate);
 	}

@@ -1,7 +1,8 @@
 /*
  * slowlanectl - the admin tool of slowlane: argv, the option and command
- * tables, help, and exit codes. The commands live in ctl_inspect.c (reads)
- * and ctl_change.c (writes); see slowlanectl(1).
+ * tables, help, and exit codes. The commands live in ctl_inspect.c (reading
+ * jobs), ctl_change.c (changing jobs), ctl_webhook.c (webhooks and their
+ * deliveries) and ctl_batch.c (batches); see slowlanectl(1).
  *
  * The tool opens the daemon's LMDB environment itself. Reads use read-only
  * transactions, which never wait for the daemon's writer. Changes are
@@ -9,7 +10,9 @@
  * daemon's writer thread, and a running daemon acts on them within its
  * one-second tick (docs/ARCHITECTURE.md).
  *
- * Options may come before or after the command name; "--" ends them.
+ * Options may come before or after the command name; "--" ends them. Some
+ * commands are two words ("webhook add", "batch show"): the first names a
+ * family, the second the command in it.
  */
 #include "config.h"
 
@@ -67,13 +70,13 @@ static const struct ctl_opt {
 	  .help = "only jobs for this model (exact name)" },
 	{ .name = "key", .bit = CTL_O_KEY, .kind = OPT_STRING,
 	  .off = offsetof(struct ctl, key), .arg = "K",
-	  .help = "only jobs submitted with this API key" },
+	  .help = "an API key: only its jobs (ls, export), or its webhook (webhook add)" },
 	{ .name = "since", .bit = CTL_O_SINCE, .kind = OPT_DURATION,
 	  .off = offsetof(struct ctl, since_ms), .arg = "DUR",
 	  .help = "only jobs created (ls, export) or ended (requeue) within DUR" },
 	{ .name = "limit", .bit = CTL_O_LIMIT, .kind = OPT_NUMBER,
 	  .off = offsetof(struct ctl, limit), .arg = "N",
-	  .help = "at most N jobs (ls: default 50; 0 = no limit)" },
+	  .help = "at most N rows (ls, batches, deliveries: default 50; 0 = no limit)" },
 	{ .name = "message", .bit = CTL_O_MESSAGE, .kind = OPT_STRING,
 	  .off = offsetof(struct ctl, message), .arg = "TEXT",
 	  .help = "only jobs whose stateMessage contains TEXT" },
@@ -98,6 +101,28 @@ static const struct ctl_opt {
 	{ .name = "count", .bit = CTL_O_COUNT, .kind = OPT_NUMBER,
 	  .off = offsetof(struct ctl, count), .arg = "N",
 	  .help = "stop after N refreshes (default: until interrupted)" },
+	{ .name = "events", .bit = CTL_O_EVENTS, .kind = OPT_STRING,
+	  .off = offsetof(struct ctl, events), .arg = "E[,E...]",
+	  .help = "generation.completed, slow-group.completed, batch.* (default: all)" },
+	{ .name = "tenant", .bit = CTL_O_TENANT, .kind = OPT_STRING,
+	  .off = offsetof(struct ctl, tenant), .arg = "T",
+	  .help = "the owner's tenant id (16 hex digits; '' = no API keys, the default)" },
+	{ .name = "allow-http", .bit = CTL_O_ALLOW_HTTP, .kind = OPT_FLAG,
+	  .off = offsetof(struct ctl, allow_http),
+	  .help = "accept an http:// URL (slowlaned needs --webhook-allow-http)" },
+	{ .name = "allow-private", .bit = CTL_O_ALLOW_PRIVATE, .kind = OPT_FLAG,
+	  .off = offsetof(struct ctl, allow_private),
+	  .help = "accept a loopback or private address (--webhook-allow-private)" },
+	{ .name = "failed", .bit = CTL_O_FAILED, .kind = OPT_FLAG,
+	  .off = offsetof(struct ctl, failed),
+	  .help = "only deliveries given up on" },
+	{ .name = "pending", .bit = CTL_O_PENDING, .kind = OPT_FLAG,
+	  .off = offsetof(struct ctl, pending),
+	  .help = "also events still in the outbox, with their next attempt" },
+	{ .name = "status", .bit = CTL_O_STATUS, .kind = OPT_STRING,
+	  .off = offsetof(struct ctl, status), .arg = "S[,S...]",
+	  .help = "validating, in_progress, finalizing, completed, failed, expired, "
+	      "cancelling, cancelled" },
 };
 
 static int cmd_help(struct ctl *c);
@@ -105,6 +130,8 @@ static int cmd_help(struct ctl *c);
 /* The commands, in the order `slowlanectl --help` lists them. */
 struct ctl_cmd {
 	const char *name;       /* the word after "slowlanectl" */
+	const char *sub;        /* the word after that for a family ("webhook add"),
+	                         * else NULL */
 	int (*run)(struct ctl *c); /* returns the exit code */
 	unsigned opts;          /* CTL_O_* accepted besides the global ones */
 	int min_args, max_args; /* operands; max_args -1 = any number */
@@ -152,18 +179,100 @@ static const struct ctl_cmd cmds[] = {
 	  .opts = CTL_O_INTERVAL | CTL_O_COUNT,
 	  .usage = "[--interval DUR] [--count N]",
 	  .summary = "a live view of the queue until interrupted" },
-	{ .name = "help", .run = cmd_help, .max_args = 1,
-	  .usage = "[COMMAND]",
+	{ .name = "webhook", .sub = "add", .run = ctl_webhook_add, .min_args = 1, .max_args = 1,
+	  .opts = CTL_O_EVENTS | CTL_O_KEY | CTL_O_TENANT | CTL_O_ALLOW_HTTP |
+	      CTL_O_ALLOW_PRIVATE,
+	  .usage = "URL [--events E[,E...]] [--key K | --tenant T] [--allow-http]\n"
+	      "                               [--allow-private]",
+	  .summary = "register a webhook; prints its id and signing secret" },
+	{ .name = "webhook", .sub = "ls", .run = ctl_webhook_ls, .max_args = 0,
+	  .usage = "",
+	  .summary = "the registered webhooks (never their secrets)" },
+	{ .name = "webhook", .sub = "rm", .run = ctl_webhook_rm, .min_args = 1, .max_args = 1,
+	  .usage = "ID",
+	  .summary = "delete a webhook: submits naming it are refused from then on" },
+	{ .name = "webhook", .sub = "rotate-secret", .run = ctl_webhook_rotate, .min_args = 1,
+	  .max_args = 1,
+	  .usage = "ID",
+	  .summary = "give a webhook a new signing secret and print it" },
+	{ .name = "webhook", .sub = "deliveries", .run = ctl_webhook_deliveries, .max_args = 0,
+	  .opts = CTL_O_FAILED | CTL_O_PENDING | CTL_O_LIMIT,
+	  .usage = "[--failed] [--pending] [--limit N]",
+	  .summary = "webhook events delivered or given up, newest first" },
+	{ .name = "batches", .run = ctl_batches, .max_args = 0,
+	  .opts = CTL_O_STATUS | CTL_O_LIMIT,
+	  .usage = "[--status S] [--limit N]",
+	  .summary = "batches of every tenant, newest first, with their progress" },
+	{ .name = "batch", .sub = "show", .run = ctl_batch_show, .min_args = 1, .max_args = 1,
+	  .usage = "ID",
+	  .summary = "one batch: status, phase, progress, files, timestamps" },
+	{ .name = "batch", .sub = "cancel", .run = ctl_batch_cancel, .min_args = 1,
+	  .max_args = 1,
+	  .usage = "ID",
+	  .summary = "cancel a validating or in-progress batch, as its API does" },
+	{ .name = "help", .run = cmd_help, .max_args = 2,
+	  .usage = "[COMMAND [SUBCOMMAND]]",
 	  .summary = "this list, or one command's options" },
 };
 
+/* The command `name` (sub NULL) or `name sub` of a family. */
 static const struct ctl_cmd *
-cmd_find(const char *name)
+cmd_find(const char *name, const char *sub)
+{
+	for (size_t i = 0; i < SL_ARRAY_LEN(cmds); i++) {
+		if (strcmp(cmds[i].name, name) != 0 || !sub != !cmds[i].sub)
+			continue;
+		if (!sub || strcmp(cmds[i].sub, sub) == 0)
+			return &cmds[i];
+	}
+	return NULL;
+}
+
+/* True if `name` is a family: its commands take a second word. */
+static bool
+cmd_is_family(const char *name)
 {
 	for (size_t i = 0; i < SL_ARRAY_LEN(cmds); i++)
-		if (strcmp(cmds[i].name, name) == 0)
-			return &cmds[i];
-	return NULL;
+		if (cmds[i].sub && strcmp(cmds[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+/* "ls" or "webhook add" into out[48]. */
+static const char *
+cmd_title(const struct ctl_cmd *cmd, char out[48])
+{
+	snprintf(out, 48, "%s%s%s", cmd->name, cmd->sub ? " " : "", cmd->sub ? cmd->sub : "");
+	return out;
+}
+
+/* "add, ls, rm" for a family into out[cap]. */
+static const char *
+family_subs(const char *family, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < SL_ARRAY_LEN(cmds); i++)
+		if (cmds[i].sub && strcmp(cmds[i].name, family) == 0 && n < cap)
+			n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ", " : "", cmds[i].sub);
+	return out;
+}
+
+/* A family given without (or with an unknown) second word; returns
+ * CTL_USAGE. */
+static int
+family_err(const char *family, const char *sub)
+{
+	char subs[128];
+
+	family_subs(family, subs, sizeof subs);
+	if (sub)
+		ctl_err("unknown command '%s %s' (%s takes %s)", family, sub, family, subs);
+	else
+		ctl_err("'%s' needs a command: %s", family, subs);
+	fprintf(stderr, "Try 'slowlanectl %s --help'.\n", family);
+	return CTL_USAGE;
 }
 
 static const struct ctl_opt *
@@ -201,13 +310,14 @@ int
 ctl_usage_err(const struct ctl *c, const char *fmt, ...)
 {
 	va_list ap;
+	char title[48];
 
 	fputs("slowlanectl: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	if (c && c->cmd && c->cmd->run != cmd_help)
-		fprintf(stderr, "\nTry 'slowlanectl %s --help'.\n", c->cmd->name);
+		fprintf(stderr, "\nTry 'slowlanectl %s --help'.\n", cmd_title(c->cmd, title));
 	else
 		fputs("\nTry 'slowlanectl --help'.\n", stderr);
 	return CTL_USAGE;
@@ -227,11 +337,14 @@ print_opt(FILE *f, const struct ctl_opt *o)
 static void
 usage_all(FILE *f)
 {
+	char title[48];
+
 	fputs("Usage: slowlanectl [--data-dir DIR] [--json] COMMAND [OPTION]... [ARG]...\n"
-	    "Inspect and repair the job store of slowlaned, whether the daemon runs or not.\n"
+	    "Inspect and repair the store of slowlaned (jobs, webhooks, batches), whether the\n"
+	    "daemon runs or not.\n"
 	    "\nCommands:\n", f);
 	for (size_t i = 0; i < SL_ARRAY_LEN(cmds); i++)
-		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+		fprintf(f, "  %-22s %s\n", cmd_title(&cmds[i], title), cmds[i].summary);
 	fputs("\nGlobal options (before or after the command):\n", f);
 	for (size_t i = 0; i < SL_ARRAY_LEN(opts); i++)
 		if (opts[i].bit & GLOBAL_OPTS)
@@ -242,11 +355,28 @@ usage_all(FILE *f)
 	    "'slowlanectl COMMAND --help' lists a command's options; see slowlanectl(1).\n", f);
 }
 
+/* `slowlanectl webhook --help`: the commands of one family. */
+static void
+usage_family(FILE *f, const char *family)
+{
+	char title[48];
+
+	fprintf(f, "Usage: slowlanectl %s COMMAND [OPTION]... [ARG]...\n\nCommands:\n", family);
+	for (size_t i = 0; i < SL_ARRAY_LEN(cmds); i++)
+		if (cmds[i].sub && strcmp(cmds[i].name, family) == 0)
+			fprintf(f, "  %-22s %s\n", cmd_title(&cmds[i], title), cmds[i].summary);
+	fprintf(f, "\n'slowlanectl %s COMMAND --help' lists a command's options; see "
+	    "slowlanectl(1).\n", family);
+}
+
 static void
 usage_cmd(FILE *f, const struct ctl_cmd *cmd)
 {
-	fprintf(f, "Usage: slowlanectl %s%s%s\n%c%s.\n", cmd->name, *cmd->usage ? " " : "",
-	    cmd->usage, toupper((unsigned char)cmd->summary[0]), cmd->summary + 1);
+	char title[48];
+
+	fprintf(f, "Usage: slowlanectl %s%s%s\n%c%s.\n", cmd_title(cmd, title),
+	    *cmd->usage ? " " : "", cmd->usage, toupper((unsigned char)cmd->summary[0]),
+	    cmd->summary + 1);
 	if (cmd->opts) {
 		fputs("\nOptions:\n", f);
 		for (size_t i = 0; i < SL_ARRAY_LEN(opts); i++)
@@ -268,9 +398,22 @@ cmd_help(struct ctl *c)
 		usage_all(stdout);
 		return CTL_OK;
 	}
-	cmd = cmd_find(c->args[0]);
-	if (!cmd)
-		return ctl_usage_err(NULL, "unknown command '%s'", c->args[0]);
+	if (cmd_is_family(c->args[0])) {
+		if (c->nargs == 1) {
+			usage_family(stdout, c->args[0]);
+			return CTL_OK;
+		}
+		cmd = cmd_find(c->args[0], c->args[1]);
+		if (!cmd)
+			return family_err(c->args[0], c->args[1]);
+	} else {
+		cmd = cmd_find(c->args[0], NULL);
+		if (!cmd)
+			return ctl_usage_err(NULL, "unknown command '%s'", c->args[0]);
+		if (c->nargs > 1)
+			return ctl_usage_err(NULL, "'%s' has no command '%s'", c->args[0],
+			    c->args[1]);
+	}
 	usage_cmd(stdout, cmd);
 	return CTL_OK;
 }
@@ -351,12 +494,14 @@ set_opt(struct ctl *c, const struct ctl_opt *o, const char *val)
 }
 
 /* Fills `c` from argv. Returns CTL_OK or CTL_USAGE (message printed);
- * *version is set for --version. */
+ * *version is set for --version, *family to a family named without its
+ * second word (only possible with --help). */
 static int
-parse_args(struct ctl *c, int argc, char **argv, bool *version)
+parse_args(struct ctl *c, int argc, char **argv, bool *version, const char **family)
 {
 	const char *cmd_name = NULL;
 	bool options = true;
+	char title[48];
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -392,26 +537,37 @@ parse_args(struct ctl *c, int argc, char **argv, bool *version)
 			return ctl_usage_err(c, "unknown option '%s'", a);
 		} else if (!cmd_name) {
 			cmd_name = a;
-			c->cmd = cmd_find(a);
+			if (cmd_is_family(a)) {
+				*family = a; /* the next word says which of its commands */
+				continue;
+			}
+			c->cmd = cmd_find(a, NULL);
 			if (!c->cmd)
 				return ctl_usage_err(NULL, "unknown command '%s'", a);
+		} else if (*family && !c->cmd) {
+			c->cmd = cmd_find(*family, a);
+			if (!c->cmd)
+				return family_err(*family, a);
 		} else {
 			c->args[c->nargs++] = argv[i];
 		}
 	}
 	if (*version || (!c->cmd && (c->seen & CTL_O_HELP)))
 		return CTL_OK;
+	if (!c->cmd && *family)
+		return family_err(*family, NULL);
 	if (!c->cmd)
 		return ctl_usage_err(NULL, "no command given");
 	for (unsigned bit = 1; bit && bit <= c->seen; bit <<= 1) {
 		if ((c->seen & bit) && !(bit & (c->cmd->opts | GLOBAL_OPTS)))
 			return ctl_usage_err(c, "option --%s does not apply to '%s'",
-			    opt_by_bit(bit)->name, c->cmd->name);
+			    opt_by_bit(bit)->name, cmd_title(c->cmd, title));
 	}
 	if (c->seen & CTL_O_HELP)
 		return CTL_OK;
 	if (c->nargs < c->cmd->min_args)
-		return ctl_usage_err(c, "'%s' needs %s", c->cmd->name, c->cmd->usage);
+		return ctl_usage_err(c, "'%s' needs %s", cmd_title(c->cmd, title),
+		    c->cmd->usage);
 	if (c->cmd->max_args >= 0 && c->nargs > c->cmd->max_args)
 		return ctl_usage_err(c, "unexpected argument '%s'", c->args[c->cmd->max_args]);
 	return CTL_OK;
@@ -425,7 +581,7 @@ main(int argc, char **argv)
 		.interval_ms = DEFAULT_INTERVAL_MS,
 	};
 	bool version = false;
-	const char *env = getenv("SLOWLANE_DATA_DIR");
+	const char *env = getenv("SLOWLANE_DATA_DIR"), *family = NULL;
 	int rc;
 
 	log_set_ident("slowlanectl");
@@ -436,7 +592,7 @@ main(int argc, char **argv)
 		ctl_err("out of memory");
 		return CTL_FAIL;
 	}
-	rc = parse_args(&c, argc, argv, &version);
+	rc = parse_args(&c, argc, argv, &version, &family);
 	if (rc)
 		goto out;
 	if (version) {
@@ -446,6 +602,8 @@ main(int argc, char **argv)
 	if (c.seen & CTL_O_HELP) {
 		if (c.cmd && c.cmd->run != cmd_help)
 			usage_cmd(stdout, c.cmd);
+		else if (family)
+			usage_family(stdout, family);
 		else
 			usage_all(stdout);
 		goto out;
