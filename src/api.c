@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "api_impl.h"
+#include "slowlane/apikey.h"
 #include "slowlane/common.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
@@ -48,37 +49,151 @@ api_reply_store_err(struct http_req *r, int rc)
 		    "The store could not take the change; nothing was stored. Retry later.");
 }
 
+/* Finds `tenant`'s bucket, adding it if new. NULL if memory is short. */
+static struct api_bucket *
+bucket_of(struct api *a, const char *tenant)
+{
+	size_t i;
+
+	if (a->used_buckets * 2 >= a->n_buckets) {
+		size_t ncap = a->n_buckets ? a->n_buckets * 2 : 64;
+		struct api_bucket *nb = calloc(ncap, sizeof *nb);
+		if (!nb)
+			return NULL;
+		for (size_t k = 0; k < a->n_buckets; k++) {
+			if (!a->buckets[k].used)
+				continue;
+			for (i = (size_t)sl_crc32(0, a->buckets[k].tenant, JOB_TENANT_LEN) &
+			    (ncap - 1); nb[i].used; i = (i + 1) & (ncap - 1))
+				;
+			nb[i] = a->buckets[k];
+		}
+		free(a->buckets);
+		a->buckets = nb;
+		a->n_buckets = ncap;
+	}
+	for (i = (size_t)sl_crc32(0, tenant, JOB_TENANT_LEN) & (a->n_buckets - 1);
+	    a->buckets[i].used; i = (i + 1) & (a->n_buckets - 1))
+		if (strcmp(a->buckets[i].tenant, tenant) == 0)
+			return &a->buckets[i];
+	memset(&a->buckets[i], 0, sizeof a->buckets[i]);
+	snprintf(a->buckets[i].tenant, sizeof a->buckets[i].tenant, "%s", tenant);
+	a->buckets[i].used = true;
+	a->buckets[i].tokens = -1; /* full on first use */
+	a->used_buckets++;
+	return &a->buckets[i];
+}
+
+/* Token bucket: `rps` per second, bursts up to `rps`. */
+static bool
+rate_ok(struct api *a, const char *tenant, uint32_t rps)
+{
+	struct api_bucket *b;
+	uint64_t now;
+
+	if (rps == 0 || !(b = bucket_of(a, tenant)))
+		return true;
+	now = sl_wall_ms();
+	if (b->tokens < 0)
+		b->tokens = rps;
+	else
+		b->tokens += (double)(now - b->last_ms) * rps / 1000.0;
+	if (b->tokens > rps)
+		b->tokens = rps;
+	b->last_ms = now;
+	if (b->tokens < 1.0)
+		return false;
+	b->tokens -= 1.0;
+	return true;
+}
+
 bool
 api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_LEN + 1])
 {
 	const char *h = http_req_header(r, "Authorization");
+	struct store_txn *t = NULL;
+	struct apikey k;
 	char hash[65];
-	bool ok = false;
+	bool ok = false, keyed = a->n_keys > 0;
+	uint32_t rps = a->o.rate_limit;
 
 	tenant[0] = '\0';
-	if (a->n_keys == 0)
-		return true;
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
-		api_reply_err(r, 401, "authentication_error", NULL, "missing_api_key",
-		    "You didn't provide an API key. Provide it in an Authorization "
-		    "header: 'Authorization: Bearer YOUR_KEY'.");
+	a->caller_max_queued = a->o.max_queued;
+	if (store_begin(a->st, true, &t) != 0) {
+		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
+		    "The store cannot be read.");
 		return false;
 	}
-	h += 7;
-	while (*h == ' ')
-		h++;
-	sl_sha256_hex(h, strlen(h), hash);
-	/* Compare against every key, in constant time for each. */
-	for (size_t i = 0; i < a->n_keys; i++) {
-		if (sl_ct_equal(hash, a->keys[i].hash, 64)) {
-			memcpy(tenant, a->keys[i].tenant, JOB_TENANT_LEN + 1);
-			ok = true;
+	if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+		h += 7;
+		while (*h == ' ')
+			h++;
+		sl_sha256_hex(h, strlen(h), hash);
+		/* Keys from the command line: constant-time, every one. */
+		for (size_t i = 0; i < a->n_keys; i++) {
+			if (sl_ct_equal(hash, a->keys[i].hash, 64)) {
+				memcpy(tenant, a->keys[i].tenant, JOB_TENANT_LEN + 1);
+				ok = true;
+			}
+		}
+		/* Keys in the store: looked up by hash, so nothing secret is
+		 * compared byte by byte. */
+		if (!ok && apikey_get(t, hash, &k) == 0) {
+			keyed = true;
+			if (!k.revoked) {
+				memcpy(tenant, k.tenant, JOB_TENANT_LEN + 1);
+				ok = true;
+				if (k.rps)
+					rps = k.rps;
+				if (k.max_queued)
+					a->caller_max_queued = k.max_queued;
+			}
 		}
 	}
-	if (!ok)
-		api_reply_err(r, 401, "authentication_error", NULL, "invalid_api_key",
-		    "Incorrect API key provided.");
-	return ok;
+	if (!keyed)
+		keyed = apikey_any(t);
+	store_abort(t);
+	if (!keyed) {
+		tenant[0] = '\0';
+		ok = true; /* no keys anywhere: open gateway */
+	} else if (!ok) {
+		bool missing = !h || !http_req_header(r, "Authorization") ||
+		    strncasecmp(http_req_header(r, "Authorization"), "Bearer ", 7) != 0;
+		api_reply_err(r, 401, "authentication_error", NULL,
+		    missing ? "missing_api_key" : "invalid_api_key", missing
+		    ? "You didn't provide an API key. Provide it in an Authorization header: "
+		      "'Authorization: Bearer YOUR_KEY'."
+		    : "Incorrect API key provided.");
+		return false;
+	}
+	if (!rate_ok(a, tenant, rps)) {
+		http_add_header(r, "Retry-After", "1");
+		api_reply_err(r, 429, "rate_limit_error", NULL, "rate_limit_exceeded",
+		    "Rate limit reached for this key; retry after 1 second.");
+		return false;
+	}
+	return true;
+}
+
+bool
+api_over_queue_limit(struct api *a, struct http_req *r, const char *tenant, size_t n)
+{
+	struct store_txn *t = NULL;
+	uint64_t have = 0;
+	char msg[160];
+
+	if (!a->caller_max_queued || store_begin(a->st, true, &t) != 0)
+		return false;
+	have = store_tenant_unfinished(t, tenant);
+	store_abort(t);
+	if (have + n <= a->caller_max_queued)
+		return false;
+	snprintf(msg, sizeof msg, "This key has %llu unfinished jobs, its limit is %llu; "
+	    "retry when some have finished.", (unsigned long long)have,
+	    (unsigned long long)a->caller_max_queued);
+	http_add_header(r, "Retry-After", "5");
+	api_reply_err(r, 429, "rate_limit_error", NULL, "queue_limit_exceeded", msg);
+	return true;
 }
 
 static void
@@ -234,5 +349,6 @@ api_free(struct api *a)
 	free(a->models);
 	free(a->keys);
 	free(a->data_dir);
+	free(a->buckets);
 	free(a);
 }

@@ -168,6 +168,10 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
 		return;
 	}
+	if (api_over_queue_limit(a, r, tenant, 1)) {
+		insert_free(s);
+		return;
+	}
 	s->body = http_req_body(r, &s->body_len);
 	if (validate_request(kind, s->body, s->body_len, &info, &err)) {
 		http_reply_error(r, &err);
@@ -263,6 +267,10 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		    n ? "too_many_requests" : "empty_array",
 		    "A group holds 1 to %d requests; this one has %zu.", GROUP_MAX, n);
 		goto fail;
+	}
+	if (api_over_queue_limit(a, r, tenant, n)) {
+		json_decref(root);
+		return;
 	}
 	s = calloc(1, sizeof *s);
 	if (s) {

@@ -17,6 +17,15 @@ struct api_key {
 	char tenant[JOB_TENANT_LEN + 1];
 };
 
+/* A token bucket per tenant for --rate-limit (memory grows with the number
+ * of keys, never with jobs). */
+struct api_bucket {
+	char tenant[JOB_TENANT_LEN + 1];
+	double tokens;
+	uint64_t last_ms;
+	bool used;
+};
+
 struct api {
 	struct store *st;
 	struct writer *wr;
@@ -28,6 +37,9 @@ struct api {
 	size_t n_models;
 	uint64_t submitted;
 	char *data_dir;
+	struct api_bucket *buckets;      /* open addressing, n_buckets slots */
+	size_t n_buckets, used_buckets;
+	uint64_t caller_max_queued;      /* of the caller last authenticated */
 	struct batchrun *br;             /* the batch engine, once set */
 };
 
@@ -36,11 +48,15 @@ void api_reply_err(struct http_req *r, int status, const char *type, const char 
     const char *code, const char *msg);
 /* Answers the error for a failed store operation (rc an SL_E code). */
 void api_reply_store_err(struct http_req *r, int rc);
-/* Finds the caller's tenant ("" when no keys are configured). Returns
- * false after answering 401. */
+/* Finds the caller's tenant ("" when no keys are configured or stored)
+ * and applies its rate limit. Returns false after answering 401 or 429.
+ * Sets a->caller_max_queued (0 = no limit). */
 bool api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_LEN + 1]);
 
 /* api_async.c: submit and poll, single and group. */
+/* True (after answering 429) if `tenant` may not add `n` more jobs. */
+bool api_over_queue_limit(struct api *a, struct http_req *r, const char *tenant, size_t n);
+
 void api_h_chat(struct http_req *r, void *ctx);
 void api_h_completion(struct http_req *r, void *ctx);
 void api_h_group_chat(struct http_req *r, void *ctx);

@@ -209,6 +209,8 @@ run(struct daemon *d)
 		.file_ttl_ms = c->file_ttl_ms,
 		.batch_max_requests = c->batch_max_requests,
 		.batch_max_bytes = c->batch_max_bytes,
+		.rate_limit = (uint32_t)c->rate_limit,
+		.max_queued = c->max_queued,
 	};
 	struct deliver_opts dopts = {
 		.allow_http = c->webhook_allow_http,

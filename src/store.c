@@ -32,7 +32,7 @@ enum dbi_index {
 	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY,
 	DB_GROUPS, DB_WEBHOOKS, DB_OUTBOX, DB_DELIVERIES,
 	DB_FILES, DB_FILE_INDEX, DB_BATCHES, DB_BATCH_INDEX, DB_BATCH_LINES, DB_BATCH_ACTIVE,
-	DB_IDEMPOTENCY, DB_COUNT
+	DB_IDEMPOTENCY, DB_KEYS, DB_TENANT_COUNTS, DB_COUNT
 };
 
 static const char *const db_names[DB_COUNT] = {
@@ -45,6 +45,7 @@ static const char *const db_names[DB_COUNT] = {
 	[DB_FILES] = "files", [DB_FILE_INDEX] = "file_index", [DB_BATCHES] = "batches",
 	[DB_BATCH_INDEX] = "batch_index", [DB_BATCH_LINES] = "batch_lines",
 	[DB_BATCH_ACTIVE] = "batch_active", [DB_IDEMPOTENCY] = "idempotency",
+	[DB_KEYS] = "keys", [DB_TENANT_COUNTS] = "tenant_counts",
 };
 
 static const int table_db[] = {
@@ -53,7 +54,7 @@ static const int table_db[] = {
 	[STORE_T_FILES] = DB_FILES, [STORE_T_FILE_INDEX] = DB_FILE_INDEX,
 	[STORE_T_BATCHES] = DB_BATCHES, [STORE_T_BATCH_INDEX] = DB_BATCH_INDEX,
 	[STORE_T_BATCH_LINES] = DB_BATCH_LINES, [STORE_T_BATCH_ACTIVE] = DB_BATCH_ACTIVE,
-	[STORE_T_IDEMPOTENCY] = DB_IDEMPOTENCY,
+	[STORE_T_IDEMPOTENCY] = DB_IDEMPOTENCY, [STORE_T_KEYS] = DB_KEYS,
 };
 
 static const int time_db[] = {
@@ -457,6 +458,44 @@ counts_adjust(struct store_txn *t, int from_state, int to_state)
 	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put counts");
 }
 
+/* Per-tenant count of unfinished jobs (for --max-queued). */
+static int
+tenant_adjust(struct store_txn *t, const char *tenant, int delta)
+{
+	unsigned char k[JOB_TENANT_LEN], buf[8];
+	MDB_val key = { sizeof k, k }, v;
+	uint64_t n = 0;
+	int rc;
+
+	if (delta == 0)
+		return 0;
+	memset(k, 0, sizeof k);
+	memcpy(k, tenant, strnlen(tenant, JOB_TENANT_LEN));
+	rc = mdb_get(t->txn, t->st->dbi[DB_TENANT_COUNTS], &key, &v);
+	if (rc == 0 && v.mv_size == 8)
+		n = sl_get_be64(v.mv_data);
+	else if (rc && rc != MDB_NOTFOUND)
+		return map_rc(rc, "get tenant count");
+	n = delta < 0 ? (n ? n - 1 : 0) : n + (uint64_t)delta;
+	sl_put_be64(buf, n);
+	v.mv_size = sizeof buf;
+	v.mv_data = buf;
+	return map_rc(mdb_put(t->txn, t->st->dbi[DB_TENANT_COUNTS], &key, &v, 0), "tenant count");
+}
+
+uint64_t
+store_tenant_unfinished(struct store_txn *t, const char *tenant)
+{
+	unsigned char k[JOB_TENANT_LEN];
+	MDB_val key = { sizeof k, k }, v;
+
+	memset(k, 0, sizeof k);
+	memcpy(k, tenant, strnlen(tenant, JOB_TENANT_LEN));
+	if (mdb_get(t->txn, t->st->dbi[DB_TENANT_COUNTS], &key, &v) != 0 || v.mv_size != 8)
+		return 0;
+	return sl_get_be64(v.mv_data);
+}
+
 int
 store_counts_get(struct store_txn *t, struct store_counts *out)
 {
@@ -509,6 +548,10 @@ store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
 	} else if (o_live && job_in_inflight(o)) {
 		rc = del_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN);
 	}
+	if (rc)
+		return rc;
+	rc = tenant_adjust(t, nw->tenant, (o_live && !job_is_final(o->state) ? -1 : 0) +
+	    (!job_is_final(nw->state) ? 1 : 0));
 	if (rc)
 		return rc;
 	return counts_adjust(t, o_live ? o->state : -1, nw->state);
@@ -565,6 +608,8 @@ store_job_delete(struct store_txn *t, const struct job *j)
 			return map_rc(rc, "delete");
 	}
 	rc = history_delete(t, j->id);
+	if (!rc && !job_is_final(j->state))
+		rc = tenant_adjust(t, j->tenant, -1);
 	if (rc)
 		return rc;
 	return counts_adjust(t, j->state, -1);

@@ -29,6 +29,8 @@ struct api_opts {
 	uint64_t file_ttl_ms;      /* uploaded and output files expire; 0 never */
 	uint64_t batch_max_requests; /* lines per batch input */
 	uint64_t batch_max_bytes;  /* bytes per uploaded file */
+	uint32_t rate_limit;       /* requests per second per key; 0 = none */
+	uint64_t max_queued;       /* unfinished jobs per key; 0 = none */
 };
 
 struct api;

@@ -39,6 +39,8 @@ struct config {
 	uint64_t file_ttl_ms;       /* 0 = files never expire */
 	uint64_t batch_max_requests;
 	uint64_t batch_max_bytes;
+	uint64_t rate_limit;       /* per key per second; 0 = none */
+	uint64_t max_queued;       /* unfinished jobs per key; 0 = none */
 	int paused;                /* start with dispatch paused (SIGUSR1 resumes) */
 	int webhook_allow_http;    /* flags: 0 or 1 */
 	int webhook_allow_private;

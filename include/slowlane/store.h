@@ -100,6 +100,9 @@ int store_expiry_due(struct store_txn *t, uint64_t upto_ms, size_t max,
 int store_inflight_list(struct store_txn *t, size_t max,
     char (*ids)[SL_ID_LEN + 1], size_t *n);
 
+/* Unfinished (Queued or In Progress) jobs of `tenant`. */
+uint64_t store_tenant_unfinished(struct store_txn *t, const char *tenant);
+
 /* Per-state counts as of this transaction. */
 int store_counts_get(struct store_txn *t, struct store_counts *out);
 
@@ -117,6 +120,7 @@ enum store_table {
 	STORE_T_BATCH_LINES,  /* batch id | line (be32) -> job id | custom_id */
 	STORE_T_BATCH_ACTIVE, /* batch id -> "" while the batch engine has work */
 	STORE_T_IDEMPOTENCY,  /* tenant | Idempotency-Key -> first answer */
+	STORE_T_KEYS,         /* hex SHA-256 of an API key -> key record */
 };
 
 /* Records with a CRC, under arbitrary keys (at most 511 bytes). get: 0,
