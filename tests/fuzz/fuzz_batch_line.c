@@ -1,0 +1,29 @@
+/* fuzz_batch_line.c - the JSONL batch line check on arbitrary bytes. */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "slowlane/batch.h"
+
+int LLVMFuzzerTestOneInput(const unsigned char *data, size_t len);
+
+int
+LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
+{
+	static const char *const endpoints[] = { "/v1/chat/completions", "/v1/completions" };
+	struct batch_line bl;
+	const char *code, *param;
+	char msg[400];
+
+	for (int i = 0; i < 2; i++) {
+		if (batch_check_line((const char *)data, len, endpoints[i], &bl, &code, &param, msg,
+		    sizeof msg) == 0) {
+			if (!bl.custom_id || !bl.model || !bl.body)
+				abort();
+			json_decref(bl.root);
+		} else if (!code || !msg[0]) {
+			abort();
+		}
+	}
+	return 0;
+}
