@@ -83,10 +83,20 @@ insert_done(struct wr_op *op)
 		    "groupSize", (int)s->n));
 		sched_kick(a->sc);
 	} else {
+		/* The hot path: formatted directly, no JSON tree. */
+		char model[2 * JOB_MODEL_MAX + 8], *ans = malloc(sizeof model + 160);
+		int n = 0;
 		a->submitted++;
-		http_reply_json(s->req, 200, json_pack("{s:s, s:[], s:I, s:s, s:s}", "id", j->id,
-		    "choices", "created", (json_int_t)j->created_ms, "model", j->model,
-		    "object", j->kind == JOB_CHAT ? "chat.completion" : "text_completion"));
+		sl_json_escape(model, sizeof model, j->model);
+		if (ans)
+			n = snprintf(ans, sizeof model + 160, "{\"id\":\"%s\",\"choices\":[],"
+			    "\"created\":%llu,\"model\":\"%s\",\"object\":\"%s\"}", j->id,
+			    (unsigned long long)j->created_ms, model,
+			    j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
+		if (ans)
+			http_reply(s->req, 200, "application/json", ans, (size_t)n);
+		else
+			api_reply_err(s->req, 503, "server_error", NULL, NULL, "Out of memory.");
 		sched_kick(a->sc);
 	}
 	insert_free(s);

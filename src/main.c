@@ -321,7 +321,6 @@ main(int argc, char **argv)
 	}
 	log_set_level((enum log_level)d.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
-	sl_crc32(0, "", 0); /* build the CRC table before any thread starts */
 	log_info("slowlaned %s starting (pid %d)", PACKAGE_VERSION, (int)getpid());
 	rc = run(&d);
 	teardown(&d);

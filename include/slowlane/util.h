@@ -55,6 +55,10 @@ char *sl_fmt_iso8601(uint64_t ms, char *out, size_t cap);
 /* CRC-32 (IEEE, as zlib's crc32) of `len` bytes, continuing from `crc`
  * (start with 0). */
 uint32_t sl_crc32(uint32_t crc, const void *data, size_t len);
+/* Writes `s` (a NUL-terminated UTF-8 string) JSON-escaped, without the
+ * quotes, into out[cap] (always terminated; truncated if too long, never
+ * inside an escape). Returns the length written. */
+size_t sl_json_escape(char *out, size_t cap, const char *s);
 /* Writes the lowercase hex SHA-256 of data (64 chars + NUL) into out[65]. */
 void sl_sha256_hex(const void *data, size_t len, char out[65]);
 /* Incremental SHA-256 (for streamed uploads). new: NULL on failure. */

@@ -74,6 +74,13 @@ main(void)
 		ok(k[0] == 1 && k[7] == 8, "big-endian layout");
 		ok(sl_get_be64(k) == 0x0102030405060708ull, "be64 round trip");
 	}
+	{
+		char e[32];
+		sl_json_escape(e, sizeof e, "a\"b\\c\n\x01é");
+		is_str(e, "a\\\"b\\\\c\\u000a\\u0001é", "JSON escaping");
+		sl_json_escape(e, 6, "abc\"def");
+		is_str(e, "abc\\\"", "truncation never splits an escape");
+	}
 	ok(sl_ct_equal("abc", "abc", 3) && !sl_ct_equal("abc", "abd", 3), "ct_equal");
 	return tap_done();
 }
