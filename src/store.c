@@ -146,6 +146,31 @@ out:
 
 static int open_env(const char *dir, const struct store_opts *opts, struct store **out);
 
+/* A data file shorter than its own meta page says is truncated: LMDB would
+ * fault reading past its end, so refuse it here with words. */
+static int
+check_size(struct store *st, const char *dir)
+{
+	char path[4096];
+	struct stat sb;
+	MDB_envinfo ei;
+	MDB_stat ms;
+	uint64_t need;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if (stat(path, &sb) != 0 || mdb_env_info(st->env, &ei) != 0 ||
+	    mdb_env_stat(st->env, &ms) != 0)
+		return 0;
+	need = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	if ((uint64_t)sb.st_size < need) {
+		log_error("store: %s is truncated: %lld bytes, its pages need %llu; restore "
+		    "a backup (slowlanectl backup) or inspect it with mdb_stat", path,
+		    (long long)sb.st_size, (unsigned long long)need);
+		return SL_ECORRUPT;
+	}
+	return 0;
+}
+
 int
 store_open(const char *dir, const struct store_opts *opts, struct store **out)
 {
@@ -210,7 +235,9 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 		rc = rc == ENOENT ? SL_ENOTFOUND : rc > 0 ? -rc : SL_ESTORE;
 		goto out;
 	}
-	rc = open_dbs(st, opts->read_only);
+	rc = check_size(st, dir);
+	if (rc == 0)
+		rc = open_dbs(st, opts->read_only);
 	if (rc == SL_ENOTFOUND)
 		rc = -ENOENT; /* missing database (see store_open) */
 out:

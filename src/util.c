@@ -333,7 +333,7 @@ sl_strerror(int rc)
 	case SL_ENOTFOUND: return "not found";
 	case SL_EINVAL: return "invalid input";
 	case SL_EFULL: return "store is full";
-	case SL_ECORRUPT: return "record failed its checksum";
+	case SL_ECORRUPT: return "corrupt data (a checksum or structure check failed)";
 	case SL_ESTALE: return "stale attempt (fenced)";
 	case SL_EVERSION: return "store format is newer than this program";
 	case SL_ESTORE: return "store error";

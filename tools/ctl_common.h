@@ -48,6 +48,9 @@ struct ctl {
 	const char *events;     /* webhook add --events: comma-separated; NULL = all */
 	const char *tenant;     /* webhook add --tenant: a tenant id ("" = no keys) */
 	const char *status;     /* batches --status: comma-separated batch statuses */
+	const char *name;       /* key add --name: a label; NULL = none */
+	uint64_t rps;           /* key add/set --rps: requests/s; 0 = daemon default */
+	uint64_t max_queued;    /* key add/set --max-queued: unfinished jobs; 0 = default */
 	bool allow_http;        /* webhook add --allow-http */
 	bool allow_private;     /* webhook add --allow-private */
 	bool failed;            /* webhook deliveries --failed: only given-up ones */
@@ -88,6 +91,9 @@ enum {
 	CTL_O_FAILED = 1u << 20,
 	CTL_O_PENDING = 1u << 21,
 	CTL_O_STATUS = 1u << 22,
+	CTL_O_NAME = 1u << 23,
+	CTL_O_RPS = 1u << 24,
+	CTL_O_MAX_QUEUED = 1u << 25,
 };
 
 /* Command handlers: each returns an exit code (CTL_OK, CTL_FAIL, CTL_USAGE)
@@ -110,6 +116,10 @@ int ctl_webhook_deliveries(struct ctl *c);
 int ctl_batches(struct ctl *c);
 int ctl_batch_show(struct ctl *c);
 int ctl_batch_cancel(struct ctl *c);
+int ctl_key_add(struct ctl *c);
+int ctl_key_ls(struct ctl *c);
+int ctl_key_revoke(struct ctl *c);
+int ctl_key_set(struct ctl *c);
 
 /* ---- messages ---- */
 
