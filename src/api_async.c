@@ -409,21 +409,12 @@ api_h_group_generations(struct http_req *r, void *ctx)
 	if (rc == 0 && strcmp(g.tenant, tenant) != 0)
 		rc = SL_ENOTFOUND;
 	if (rc == 0)
-		rc = sl_buf_printf(&b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":[",
+		rc = sl_buf_printf(&b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":",
 		    g.id, g.size);
-	for (unsigned i = 0; rc == 0 && i < g.size; i++) {
-		struct job j;
-		int jr = store_job_get(t, g.members[i], &j);
-		if (jr == SL_ENOTFOUND)
-			continue; /* purged by retention */
-		rc = jr;
-		if (!rc && b.data[b.len - 1] != '[')
-			rc = sl_buf_append(&b, ",", 1);
-		if (!rc)
-			rc = generation_render(t, &j, &b);
-	}
 	if (rc == 0)
-		rc = sl_buf_append(&b, "]}", 2);
+		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g.members, g.size, &b);
+	if (rc == 0)
+		rc = sl_buf_append(&b, "}", 1);
 	store_abort(t);
 	if (rc) {
 		reply_read_err(r, rc, "group", id);

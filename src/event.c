@@ -209,22 +209,13 @@ group_event(struct store_txn *t, const struct group *g, uint64_t now_ms)
 	rc = envelope_head(&b, type, now_ms);
 	if (!rc)
 		rc = sl_buf_printf(&b, ",\"webhook_id\":\"%s\",\"group_id\":\"%s\",\"data\":"
-		    "{\"group_size\":%u,\"status\":\"completed\",\"generations\":[", g->webhook,
+		    "{\"group_size\":%u,\"status\":\"completed\",\"generations\":", g->webhook,
 		    g->id, g->size);
-	for (unsigned i = 0; !rc && i < g->size; i++) {
-		struct job m;
-		rc = store_job_get(t, g->members[i], &m);
-		if (rc == SL_ENOTFOUND) {
-			rc = 0; /* purged meanwhile: leave it out */
-			continue;
-		}
-		if (!rc && i > 0)
-			rc = sl_buf_append(&b, ",", 1);
-		if (!rc)
-			rc = generation_render(t, &m, &b);
-	}
 	if (!rc)
-		rc = sl_buf_append(&b, "]}}", 3);
+		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g->members, g->size,
+		    &b);
+	if (!rc)
+		rc = sl_buf_append(&b, "}}", 2);
 	if (!rc)
 		rc = event_enqueue(t, NULL, type, g->webhook, g->id, NULL, b.data, b.len, now_ms);
 	sl_buf_release(&b);

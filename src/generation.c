@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,3 +82,26 @@ generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b)
 	return rc;
 }
 
+
+int
+generation_render_list(struct store_txn *t, const char (*ids)[SL_ID_LEN + 1], size_t n,
+    struct sl_buf *b)
+{
+	bool first = true;
+	int rc = sl_buf_append(b, "[", 1);
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct job j;
+		rc = store_job_get(t, ids[i], &j);
+		if (rc == SL_ENOTFOUND) {
+			rc = 0;
+			continue;
+		}
+		if (!rc && !first)
+			rc = sl_buf_append(b, ",", 1);
+		if (!rc)
+			rc = generation_render(t, &j, b);
+		first = false;
+	}
+	return rc ? rc : sl_buf_append(b, "]", 1);
+}

@@ -17,6 +17,11 @@
  * SL_ETOOBIG or -ENOMEM from the buffer. */
 int generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b);
 
+/* Appends a JSON array of the generations of jobs ids[0..n), in order,
+ * leaving out jobs that no longer exist (purged by retention). */
+int generation_render_list(struct store_txn *t, const char (*ids)[SL_ID_LEN + 1], size_t n,
+    struct sl_buf *b);
+
 /* Appends `s` as a JSON string (escaped), or null if `s` is NULL or not
  * valid UTF-8. */
 int generation_append_string(struct sl_buf *b, const char *s);
