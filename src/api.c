@@ -13,6 +13,7 @@
 
 #include "api_impl.h"
 #include "slowlane/apikey.h"
+#include "slowlane/idem.h"
 #include "slowlane/common.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
@@ -193,6 +194,50 @@ api_over_queue_limit(struct api *a, struct http_req *r, const char *tenant, size
 	    (unsigned long long)a->caller_max_queued);
 	http_add_header(r, "Retry-After", "5");
 	api_reply_err(r, 429, "rate_limit_error", NULL, "queue_limit_exceeded", msg);
+	return true;
+}
+
+bool
+api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
+    const char *digest)
+{
+	struct store_txn *t = NULL;
+	char *answer = NULL;
+	bool same = false;
+	int rc;
+
+	if (!key || !*key || store_begin(a->st, true, &t) != 0)
+		return false;
+	rc = idem_lookup(t, tenant, key, digest, &answer, &same);
+	store_abort(t);
+	if (rc)
+		return false;
+	if (same)
+		http_reply(r, 200, "application/json", answer, strlen(answer));
+	else {
+		free(answer);
+		api_reply_err(r, 409, "invalid_request_error", "Idempotency-Key",
+		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
+		    "request.");
+	}
+	return true;
+}
+
+bool
+api_query_limit(struct http_req *r, const char *value, size_t max, size_t *out)
+{
+	char *end, msg[80];
+	unsigned long v;
+
+	if (!value)
+		return true;
+	v = strtoul(value, &end, 10);
+	if (*end || *value == '-' || v < 1 || v > max) {
+		snprintf(msg, sizeof msg, "'limit' must be between 1 and %zu.", max);
+		api_reply_err(r, 400, "invalid_request_error", "limit", "invalid_value", msg);
+		return false;
+	}
+	*out = v;
 	return true;
 }
 

@@ -211,26 +211,9 @@ api_h_batch_create(struct http_req *r, void *ctx)
 		return;
 	}
 	sl_sha256_hex(body, len, digest);
-	if (key && *key) {
-		struct store_txn *t = NULL;
-		char *answer = NULL;
-		bool same = false;
-		int rc = store_begin(a->st, true, &t);
-		if (rc == 0)
-			rc = idem_lookup(t, tenant, key, digest, &answer, &same);
-		store_abort(t);
-		if (rc == 0) {
-			json_decref(in);
-			if (same) {
-				http_reply(r, 200, "application/json", answer, strlen(answer));
-			} else {
-				free(answer);
-				api_reply_err(r, 409, "invalid_request_error", "Idempotency-Key",
-				    "idempotency_key_reused",
-				    "This Idempotency-Key was used with a different request.");
-			}
-			return;
-		}
+	if (api_idem_replay(a, r, tenant, key, digest)) {
+		json_decref(in);
+		return;
 	}
 	if (build(a, r, tenant, in, &rec)) {
 		json_decref(in);
@@ -321,14 +304,8 @@ api_h_batch_list(struct http_req *r, void *ctx)
 
 	if (!api_authenticate(a, r, tenant))
 		return;
-	if (lim) {
-		char *end;
-		limit = strtoul(lim, &end, 10);
-		if (*end || limit < 1 || limit > 100) {
-			bad(r, "limit", "invalid_value", "'limit' must be between 1 and 100.");
-			return;
-		}
-	}
+	if (!api_query_limit(r, lim, 100, &limit))
+		return;
 	data = json_array();
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)

@@ -213,34 +213,6 @@ upload_done(struct wr_op *op)
 	upload_free(u);
 }
 
-/* Replays an earlier answer for the same Idempotency-Key, if any. Returns
- * true if it answered. */
-static bool
-idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
-    const char *digest)
-{
-	struct store_txn *t = NULL;
-	char *answer = NULL;
-	bool same = false;
-	int rc;
-
-	if (!key || !*key || store_begin(a->st, true, &t) != 0)
-		return false;
-	rc = idem_lookup(t, tenant, key, digest, &answer, &same);
-	store_abort(t);
-	if (rc)
-		return false;
-	if (same)
-		http_reply(r, 200, "application/json", answer, strlen(answer));
-	else {
-		free(answer);
-		api_reply_err(r, 409, "invalid_request_error", "Idempotency-Key",
-		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
-		    "request.");
-	}
-	return true;
-}
-
 void
 api_h_file_upload(struct http_req *r, void *ctx)
 {
@@ -302,7 +274,7 @@ api_h_file_upload(struct http_req *r, void *ctx)
 	}
 	sl_sha256_final(u->hash, u->digest);
 	u->hash = NULL;
-	if (idem_replay(a, r, tenant, key, u->digest))
+	if (api_idem_replay(a, r, tenant, key, u->digest))
 		return;
 	if (files_new_id(u->f.id) != 0) {
 		api_reply_err(r, 503, "server_error", NULL, NULL, "No randomness for an id.");
@@ -456,15 +428,8 @@ api_h_file_list(struct http_req *r, void *ctx)
 
 	if (!api_authenticate(a, r, tenant))
 		return;
-	if (lim) {
-		char *end;
-		limit = strtoul(lim, &end, 10);
-		if (*end || limit < 1 || limit > 10000) {
-			api_reply_err(r, 400, "invalid_request_error", "limit", "invalid_value",
-			    "'limit' must be between 1 and 10000.");
-			return;
-		}
-	}
+	if (!api_query_limit(r, lim, 10000, &limit))
+		return;
 	if (order && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0) {
 		api_reply_err(r, 400, "invalid_request_error", "order", "invalid_value",
 		    "'order' must be \"asc\" or \"desc\".");

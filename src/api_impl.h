@@ -54,6 +54,14 @@ void api_reply_store_err(struct http_req *r, int rc);
 bool api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_LEN + 1]);
 
 /* api_async.c: submit and poll, single and group. */
+/* Answers the first answer again if (tenant, Idempotency-Key `key`) was
+ * seen before: the same request (`digest`, hex SHA-256) gets it, another
+ * gets 409. Returns true if it answered; false (nothing sent) otherwise. */
+bool api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
+    const char *digest);
+/* Parses a `limit` query value (NULL keeps *out) in 1..max. Returns false
+ * after answering 400. */
+bool api_query_limit(struct http_req *r, const char *value, size_t max, size_t *out);
 /* True (after answering 429) if `tenant` may not add `n` more jobs. */
 bool api_over_queue_limit(struct api *a, struct http_req *r, const char *tenant, size_t n);
 
