@@ -272,6 +272,12 @@ api_h_file_upload(struct http_req *r, void *ctx)
 			return;
 		}
 	}
+	/* The request is the bytes and its fields: a reuse of the key with
+	 * another purpose or name is another request. */
+	sl_sha256_update(u->hash, "", 1);
+	sl_sha256_update(u->hash, u->purpose, strlen(u->purpose) + 1);
+	sl_sha256_update(u->hash, u->f.filename, strlen(u->f.filename) + 1);
+	sl_sha256_update(u->hash, u->seconds, strlen(u->seconds));
 	sl_sha256_final(u->hash, u->digest);
 	u->hash = NULL;
 	if (api_idem_replay(a, r, tenant, key, u->digest))
