@@ -64,7 +64,8 @@ bucket_of(struct api *a, const char *tenant)
 		for (size_t k = 0; k < a->n_buckets; k++) {
 			if (!a->buckets[k].used)
 				continue;
-			for (i = (size_t)sl_crc32(0, a->buckets[k].tenant, JOB_TENANT_LEN) &
+			for (i = (size_t)sl_crc32(0, a->buckets[k].tenant,
+			    strlen(a->buckets[k].tenant)) &
 			    (ncap - 1); nb[i].used; i = (i + 1) & (ncap - 1))
 				;
 			nb[i] = a->buckets[k];
@@ -73,7 +74,7 @@ bucket_of(struct api *a, const char *tenant)
 		a->buckets = nb;
 		a->n_buckets = ncap;
 	}
-	for (i = (size_t)sl_crc32(0, tenant, JOB_TENANT_LEN) & (a->n_buckets - 1);
+	for (i = (size_t)sl_crc32(0, tenant, strlen(tenant)) & (a->n_buckets - 1);
 	    a->buckets[i].used; i = (i + 1) & (a->n_buckets - 1))
 		if (strcmp(a->buckets[i].tenant, tenant) == 0)
 			return &a->buckets[i];

@@ -133,16 +133,13 @@ static int
 build_job(struct api *a, const char *tenant, enum job_kind kind, const struct validate_info *v,
     uint64_t now, struct job *j, struct sl_error *err)
 {
-	json_t *wh = json_object_get(json_object_get(v->root, "metadata"), "webhook_id");
-
 	if (!model_served(a, v->model))
 		return sl_error_set(err, 404, "invalid_request_error", "model", "model_not_found",
 		    "The model '%s' does not exist.", v->model);
-	if (json_is_string(wh) && (json_string_length(wh) > JOB_WEBHOOK_MAX ||
-	    !webhook_known(a, json_string_value(wh), tenant)))
+	if (v->webhook[0] && !webhook_known(a, v->webhook, tenant))
 		return sl_error_set(err, 400, "invalid_request_error", "metadata.webhook_id",
 		    "webhook_not_found", "No webhook with id '%.40s': register it first "
-		    "(POST /v1/webhooks or slowlanectl webhook add).", json_string_value(wh));
+		    "(POST /v1/webhooks or slowlanectl webhook add).", v->webhook);
 	memset(j, 0, sizeof *j);
 	if (sl_job_id(now, j->id))
 		return sl_error_set(err, 503, "server_error", NULL, NULL, "No randomness for an id.");
@@ -154,8 +151,7 @@ build_job(struct api *a, const char *tenant, enum job_kind kind, const struct va
 	snprintf(j->tenant, sizeof j->tenant, "%s", tenant);
 	snprintf(j->model, sizeof j->model, "%s", v->model);
 	snprintf(j->message, sizeof j->message, "Queued");
-	if (json_is_string(wh))
-		snprintf(j->webhook, sizeof j->webhook, "%s", json_string_value(wh));
+	snprintf(j->webhook, sizeof j->webhook, "%s", v->webhook);
 	return 0;
 }
 
@@ -189,7 +185,6 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 		return;
 	}
 	rc = build_job(a, tenant, kind, &info, sl_wall_ms(), &s->jobs[0], &err);
-	json_decref(info.root);
 	if (rc) {
 		http_reply_error(r, &err);
 		insert_free(s);
@@ -224,10 +219,8 @@ check_member(struct api *a, const char *tenant, enum job_kind kind, json_t *m, s
 		    "Invalid request at index %zu of 'requests': expected a request object.", i);
 	}
 	rc = validate_request(kind, text, strlen(text), &info, &inner);
-	if (rc == 0) {
+	if (rc == 0)
 		rc = build_job(a, tenant, kind, &info, now, &s->jobs[i], &inner);
-		json_decref(info.root);
-	}
 	if (rc) {
 		free(text);
 		/* The param names the member: requests[3].messages. */

@@ -27,6 +27,8 @@ struct batch_op {
 	char tenant[JOB_TENANT_LEN + 1];
 	char idem[IDEM_KEY_MAX + 1], digest[65];
 	bool cancel;
+	char *replay;           /* an earlier answer for the same key */
+	bool replay_same;       /* ... for the same request */
 };
 
 static void
@@ -39,8 +41,16 @@ static int
 create_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct batch_op *o = SL_CONTAINER_OF(op, struct batch_op, op);
-	int rc = batch_put(t, o->b);
+	int rc;
 
+	/* Checked again here, in the writer's transaction: retries that
+	 * arrive together were all new when the handler looked. */
+	free(o->replay);
+	o->replay = NULL;
+	if (o->idem[0] && idem_lookup(t, o->tenant, o->idem, o->digest, &o->replay,
+	    &o->replay_same) == 0)
+		return 0;
+	rc = batch_put(t, o->b);
 	if (!rc)
 		rc = batch_index_put(t, o->b);
 	if (!rc)
@@ -91,7 +101,14 @@ op_done(struct wr_op *op)
 {
 	struct batch_op *o = SL_CONTAINER_OF(op, struct batch_op, op);
 
-	if (op->rc == SL_ENOTFOUND)
+	if (op->rc == 0 && o->replay && o->replay_same) {
+		http_reply(o->req, 200, "application/json", o->replay, strlen(o->replay));
+		o->replay = NULL;
+	} else if (op->rc == 0 && o->replay) {
+		api_reply_err(o->req, 409, "invalid_request_error", "Idempotency-Key",
+		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
+		    "request.");
+	} else if (op->rc == SL_ENOTFOUND)
 		api_reply_err(o->req, 404, "invalid_request_error", "batch_id", "batch_not_found",
 		    "No such batch.");
 	else if (op->rc)
@@ -101,6 +118,7 @@ op_done(struct wr_op *op)
 	if (op->rc == 0 && o->a->br)
 		batchrun_kick(o->a->br);
 	json_decref(o->b);
+	free(o->replay);
 	free(o);
 }
 

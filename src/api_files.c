@@ -42,6 +42,7 @@ struct upload {
 	char purpose[FIELD_MAX], anchor[FIELD_MAX], seconds[FIELD_MAX];
 	char idem[IDEM_KEY_MAX + 1], digest[65];
 	char *answer;         /* idempotent replay, or NULL */
+	bool answer_same;     /* ... for the same request */
 	struct sl_file f;
 };
 
@@ -179,6 +180,13 @@ upload_apply(struct store_txn *t, struct wr_op *op)
 	struct upload *u = SL_CONTAINER_OF(op, struct upload, op);
 	int rc;
 
+	/* Checked again in the writer's transaction: retries that arrive
+	 * together were all new when the handler looked. */
+	free(u->answer);
+	u->answer = NULL;
+	if (u->idem[0] && idem_lookup(t, u->f.tenant, u->idem, u->digest, &u->answer,
+	    &u->answer_same) == 0)
+		return 0;
 	/* The bytes are durable under their final name before the record. */
 	rc = files_publish(u->a->data_dir, u->fd, u->tmp, u->f.id);
 	if (rc) {
@@ -201,7 +209,14 @@ upload_done(struct wr_op *op)
 {
 	struct upload *u = SL_CONTAINER_OF(op, struct upload, op);
 
-	if (op->rc) {
+	if (op->rc == 0 && u->answer && u->answer_same) {
+		http_reply(u->req, 200, "application/json", u->answer, strlen(u->answer));
+		u->answer = NULL; /* the upload's temporary file goes in upload_free */
+	} else if (op->rc == 0 && u->answer) {
+		api_reply_err(u->req, 409, "invalid_request_error", "Idempotency-Key",
+		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
+		    "request.");
+	} else if (op->rc) {
 		char path[4096];
 		files_path(u->a->data_dir, u->f.id, path, sizeof path);
 		unlink(path);

@@ -3,6 +3,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ apikey_put(struct store_txn *t, const struct apikey *k)
 
 	json_decref(o);
 	if (!s)
-		return -12;
+		return -ENOMEM;
 	rc = store_table_put(t, STORE_T_KEYS, k->hash, 64, s, strlen(s));
 	free(s);
 	return rc;
@@ -130,6 +131,8 @@ apikey_any(struct store_txn *t)
 {
 	bool any = false;
 
-	store_table_scan(t, STORE_T_KEYS, NULL, 0, stop_at_first, &any);
+	/* Fail closed: if the table cannot be read, act as if keys exist. */
+	if (store_table_scan(t, STORE_T_KEYS, NULL, 0, stop_at_first, &any) < 0)
+		return true;
 	return any;
 }

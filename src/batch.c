@@ -314,7 +314,6 @@ batch_check_line(const char *line, size_t len, const char *endpoint, struct batc
 		json_decref(root);
 		return LINE_ERR("invalid_request", "body", "%s", e.message);
 	}
-	json_decref(vi.root);
 	out->root = root;
 	out->custom_id = json_string_value(cid);
 	out->body = body;

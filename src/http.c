@@ -23,6 +23,7 @@
 #include "slowlane/util.h"
 
 #define MAX_EXTRA_HEADERS 4
+#define DISCARD_MAX ((uint64_t)64 << 20) /* over-limit bytes read before a 413 */
 
 struct http_server {
 	struct ev_loop *loop;
@@ -366,12 +367,20 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		    MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl && strtoull(cl, NULL, 10) > (r->route && r->route->part ?
-		    srv->o.max_upload : srv->o.max_body))
-			r->too_big = true; /* refuse without reading the body */
-		else
-			return MHD_YES;
+		    srv->o.max_upload : srv->o.max_body)) {
+			r->too_big = true;
+			/* Read and drop a body of sane size before answering:
+			 * closing on a client still sending makes it see a reset,
+			 * not our 413. A huge one is refused at once. */
+			if (strtoull(cl, NULL, 10) > DISCARD_MAX)
+				goto answer;
+		}
+		return MHD_YES;
 	}
 	if (r->phase == REQ_READING && *upload_data_size > 0) {
+		r->received += r->too_big && !(r->route && r->route->part) ? *upload_data_size : 0;
+		if (r->too_big && r->received > DISCARD_MAX)
+			goto answer; /* enough: answer and let MHD close */
 		if (r->route && r->route->part)
 			stream_body(r, upload_data, *upload_data_size);
 		else if (!r->too_big && sl_buf_append(&r->body, upload_data, *upload_data_size))
@@ -379,6 +388,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+answer:
 	if (r->phase == REQ_READING) {
 		if (r->too_big && !(r->route && r->route->part)) {
 			char msg[128];

@@ -1,14 +1,18 @@
 /*
  * validate.c - request validation for the submit endpoints (see validate.h).
  * The rules follow what OpenAI-compatible servers reject, so a bad request
- * fails at submit with a clear error instead of hours later upstream.
+ * fails at submit with a clear error instead of hours later upstream. The
+ * body is scanned in place (jscan.c): no tree, no allocation.
  */
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "slowlane/jscan.h"
 #include "slowlane/validate.h"
 
 int
@@ -30,47 +34,117 @@ sl_error_set(struct sl_error *e, int status, const char *type, const char *param
 #define BAD(param, code, ...) \
 	sl_error_set(err, 400, "invalid_request_error", param, code, __VA_ARGS__)
 
-static int
-check_messages(json_t *messages, struct sl_error *err)
-{
-	size_t i;
-	json_t *m;
+/* The top-level members we look at, and a duplicate check of all. */
+struct top {
+	struct jscan_value model, messages, prompt, stream, metadata;
+	bool has_model, has_messages, has_prompt, has_stream, has_metadata, duplicate;
+	char dup_key[64];
+	uint64_t seen[64];
+	size_t n_seen;
+};
 
-	if (!messages)
-		return BAD("messages", "missing_required_parameter",
-		    "Missing required parameter: 'messages'.");
-	if (!json_is_array(messages))
-		return BAD("messages", "invalid_type",
-		    "Invalid type for 'messages': expected an array of message objects.");
-	if (json_array_size(messages) == 0)
-		return BAD("messages", "empty_array",
-		    "Invalid 'messages': empty array. Expected at least one message.");
-	json_array_foreach(messages, i, m) {
-		json_t *role = json_object_get(m, "role");
-		if (!json_is_object(m))
-			return BAD("messages", "invalid_type",
-			    "Invalid type for 'messages[%zu]': expected an object.", i);
-		if (!json_is_string(role))
-			return BAD("messages", "missing_required_parameter",
-			    "Missing required parameter: 'messages[%zu].role'.", i);
+static uint64_t
+key_hash(const char *k)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *k; k++)
+		h = (h ^ (unsigned char)*k) * 1099511628211ull;
+	return h;
+}
+
+static int
+top_member(void *arg, const char *key, const struct jscan_value *v, const char *member)
+{
+	static const struct { const char *name; size_t val, has; } wanted[] = {
+		{ "model", offsetof(struct top, model), offsetof(struct top, has_model) },
+		{ "messages", offsetof(struct top, messages), offsetof(struct top, has_messages) },
+		{ "prompt", offsetof(struct top, prompt), offsetof(struct top, has_prompt) },
+		{ "stream", offsetof(struct top, stream), offsetof(struct top, has_stream) },
+		{ "metadata", offsetof(struct top, metadata), offsetof(struct top, has_metadata) },
+	};
+	struct top *t = arg;
+	uint64_t h = key_hash(key);
+
+	for (size_t i = 0; i < t->n_seen; i++) {
+		if (t->seen[i] == h && !t->duplicate) {
+			t->duplicate = true;
+			snprintf(t->dup_key, sizeof t->dup_key, "%s", key);
+		}
+	}
+	if (t->n_seen < sizeof t->seen / sizeof t->seen[0])
+		t->seen[t->n_seen++] = h;
+	for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++) {
+		if (strcmp(key, wanted[i].name) == 0) {
+			*(struct jscan_value *)((char *)t + wanted[i].val) = *v;
+			*(bool *)((char *)t + wanted[i].has) = true;
+		}
 	}
 	return 0;
 }
 
 static int
-check_metadata(json_t *md, struct sl_error *err)
+check_message(void *arg, size_t i, const struct jscan_value *m)
 {
-	const char *keys[] = { "custom_id", "webhook_id" };
+	struct sl_error *err = arg;
+	struct jscan_value role;
 
-	if (!json_is_object(md))
-		return BAD("metadata", "invalid_type",
-		    "Invalid type for 'metadata': expected an object.");
-	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-		json_t *v = json_object_get(md, keys[i]);
-		if (v && !json_is_string(v))
-			return BAD("metadata", "invalid_type",
-			    "Invalid type for 'metadata.%s': expected a string.", keys[i]);
+	if (m->type != JS_OBJECT)
+		return BAD("messages", "invalid_type",
+		    "Invalid type for 'messages[%zu]': expected an object.", i);
+	if (!jscan_get(m, "role", &role) || role.type != JS_STRING)
+		return BAD("messages", "missing_required_parameter",
+		    "Missing required parameter: 'messages[%zu].role'.", i);
+	return 0;
+}
+
+static int
+check_messages(const struct top *t, struct sl_error *err)
+{
+	if (!t->has_messages)
+		return BAD("messages", "missing_required_parameter",
+		    "Missing required parameter: 'messages'.");
+	if (t->messages.type != JS_ARRAY)
+		return BAD("messages", "invalid_type",
+		    "Invalid type for 'messages': expected an array of message objects.");
+	if (t->messages.len <= 2 || jscan_elements(&t->messages, check_message, err) == 0) {
+		/* "[]" or with only whitespace inside: no element was seen. */
+		struct jscan_value first;
+		bool any = false;
+		(void)first;
+		for (size_t i = 1; i + 1 < t->messages.len; i++)
+			if (t->messages.p[i] != ' ' && t->messages.p[i] != '\n' &&
+			    t->messages.p[i] != '\t' && t->messages.p[i] != '\r')
+				any = true;
+		if (!any)
+			return BAD("messages", "empty_array",
+			    "Invalid 'messages': empty array. Expected at least one message.");
+		return 0;
 	}
+	return -1;
+}
+
+struct md_ctx {
+	struct validate_info *info;
+	struct sl_error *err;
+};
+
+static int
+check_metadata_member(void *arg, const char *key, const struct jscan_value *v,
+    const char *member)
+{
+	struct md_ctx *c = arg;
+	struct sl_error *err = c->err;
+	bool webhook = strcmp(key, "webhook_id") == 0;
+
+	if (!webhook && strcmp(key, "custom_id") != 0)
+		return 0;
+	if (v->type != JS_STRING)
+		return BAD("metadata", "invalid_type",
+		    "Invalid type for 'metadata.%s': expected a string.", key);
+	if (webhook && jscan_string(v, c->info->webhook, sizeof c->info->webhook) < 0)
+		return BAD("metadata.webhook_id", "webhook_not_found",
+		    "Invalid 'metadata.webhook_id': no webhook has an id that long.");
 	return 0;
 }
 
@@ -78,89 +152,111 @@ int
 validate_request(enum job_kind kind, const char *body, size_t len,
     struct validate_info *info, struct sl_error *err)
 {
-	json_error_t jerr;
-	json_t *root, *model, *stream, *md, *prompt;
-	int rc = -1;
+	struct jscan_value root;
+	struct top t;
+	char why[160];
 
 	memset(info, 0, sizeof *info);
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root)
+	memset(&t, 0, sizeof t);
+	if (jscan_parse(body, len, VALIDATE_MAX_DEPTH, &root, why, sizeof why))
 		return BAD(NULL, "invalid_json",
-		    "We could not parse the JSON body of your request: %s (line %d, "
-		    "column %d).", jerr.text, jerr.line, jerr.column);
-	if (!json_is_object(root)) {
-		BAD(NULL, "invalid_type", "The request body must be a JSON object.");
-		goto out;
-	}
-	model = json_object_get(root, "model");
-	if (!model) {
-		BAD("model", "missing_required_parameter", "Missing required parameter: 'model'.");
-		goto out;
-	}
-	if (!json_is_string(model) || json_string_length(model) == 0) {
-		BAD("model", "invalid_type", "Invalid 'model': expected a non-empty string.");
-		goto out;
-	}
-	if (json_string_length(model) > JOB_MODEL_MAX || strlen(json_string_value(model)) !=
-	    json_string_length(model)) {
-		BAD("model", "invalid_value", "Invalid 'model': longer than %d bytes or "
+		    "We could not parse the JSON body of your request: %s.", why);
+	if (root.type != JS_OBJECT)
+		return BAD(NULL, "invalid_type", "The request body must be a JSON object.");
+	jscan_members(&root, top_member, &t);
+	if (t.duplicate)
+		return BAD(NULL, "invalid_json",
+		    "The JSON body names '%s' more than once.", t.dup_key);
+	if (!t.has_model)
+		return BAD("model", "missing_required_parameter",
+		    "Missing required parameter: 'model'.");
+	if (t.model.type != JS_STRING || t.model.len <= 2)
+		return BAD("model", "invalid_type", "Invalid 'model': expected a non-empty string.");
+	if (jscan_string(&t.model, info->model, sizeof info->model) <= 0)
+		return BAD("model", "invalid_value", "Invalid 'model': longer than %d bytes or "
 		    "containing a NUL.", JOB_MODEL_MAX);
-		goto out;
-	}
 	if (kind == JOB_CHAT) {
-		if (check_messages(json_object_get(root, "messages"), err))
-			goto out;
-	} else {
-		prompt = json_object_get(root, "prompt");
-		if (!prompt) {
-			BAD("prompt", "missing_required_parameter",
-			    "Missing required parameter: 'prompt'.");
-			goto out;
-		}
-		if (!json_is_string(prompt) && !json_is_array(prompt)) {
-			BAD("prompt", "invalid_type",
-			    "Invalid type for 'prompt': expected a string or an array.");
-			goto out;
-		}
+		if (check_messages(&t, err))
+			return -1;
+	} else if (!t.has_prompt) {
+		return BAD("prompt", "missing_required_parameter",
+		    "Missing required parameter: 'prompt'.");
+	} else if (t.prompt.type != JS_STRING && t.prompt.type != JS_ARRAY) {
+		return BAD("prompt", "invalid_type",
+		    "Invalid type for 'prompt': expected a string or an array.");
 	}
-	stream = json_object_get(root, "stream");
-	if (json_is_true(stream)) {
-		BAD("stream", "unsupported_value", "Streaming is not supported by asynchronous "
-		    "requests: remove 'stream' or set it to false, and poll "
+	if (t.has_stream && t.stream.type == JS_TRUE)
+		return BAD("stream", "unsupported_value", "Streaming is not supported by "
+		    "asynchronous requests: remove 'stream' or set it to false, and poll "
 		    "GET /v1/generation/{id} for the result.");
-		goto out;
+	if (t.has_stream && t.stream.type != JS_FALSE && t.stream.type != JS_NULL)
+		return BAD("stream", "invalid_type", "Invalid type for 'stream': expected a boolean.");
+	if (t.has_metadata && t.metadata.type != JS_NULL) {
+		struct md_ctx c = { info, err };
+		if (t.metadata.type != JS_OBJECT)
+			return BAD("metadata", "invalid_type",
+			    "Invalid type for 'metadata': expected an object.");
+		if (jscan_members(&t.metadata, check_metadata_member, &c))
+			return -1;
 	}
-	if (stream && !json_is_boolean(stream) && !json_is_null(stream)) {
-		BAD("stream", "invalid_type", "Invalid type for 'stream': expected a boolean.");
-		goto out;
-	}
-	md = json_object_get(root, "metadata");
-	if (md && !json_is_null(md) && check_metadata(md, err))
-		goto out;
-	info->root = root;
-	info->model = json_string_value(model);
-	info->flags = md ? JOB_F_METADATA : 0;
-	rc = 0;
-out:
-	if (rc)
-		json_decref(root);
-	return rc;
+	info->flags = t.has_metadata ? JOB_F_METADATA : 0;
+	return 0;
+}
+
+struct cut {
+	const char *from, *to;
+};
+
+static int
+find_metadata(void *arg, const char *key, const struct jscan_value *v, const char *member)
+{
+	struct cut *c = arg;
+
+	if (strcmp(key, "metadata") != 0)
+		return 0;
+	c->from = member;
+	c->to = v->p + v->len;
+	return 1;
 }
 
 char *
 validate_upstream_body(const char *body, size_t len, size_t *out_len)
 {
-	json_t *root = json_loadb(body, len, 0, NULL);
-	char *s;
+	struct jscan_value root;
+	struct cut c = { NULL, NULL };
+	const char *end = body + len, *p;
+	char why[8], *out;
+	size_t n;
 
-	if (!root)
+	if (jscan_parse(body, len, VALIDATE_MAX_DEPTH, &root, why, sizeof why) ||
+	    root.type != JS_OBJECT)
 		return NULL;
-	json_object_del(root, "metadata");
-	/* JSON_PRESERVE_ORDER keeps the client's field order, which some
-	 * engines' prompt caches key on. */
-	s = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (s && out_len)
-		*out_len = strlen(s);
-	return s;
+	jscan_members(&root, find_metadata, &c);
+	if (c.from) {
+		/* Take one comma with it: the one after, else the one before. */
+		for (p = c.to; p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r');)
+			p++;
+		if (p < end && *p == ',') {
+			c.to = p + 1;
+		} else {
+			for (p = c.from; p > body && p[-1] != ',' && p[-1] != '{';)
+				p--;
+			if (p > body && p[-1] == ',')
+				c.from = p - 1;
+		}
+	}
+	n = c.from ? len - (size_t)(c.to - c.from) : len;
+	out = malloc(n + 1);
+	if (!out)
+		return NULL;
+	if (c.from) {
+		memcpy(out, body, (size_t)(c.from - body));
+		memcpy(out + (c.from - body), c.to, (size_t)(end - c.to));
+	} else {
+		memcpy(out, body, len);
+	}
+	out[n] = '\0';
+	if (out_len)
+		*out_len = n;
+	return out;
 }

@@ -46,9 +46,12 @@ webhook_init(struct webhook *w, const char *tenant, const char *url, const char 
 	memset(w, 0, sizeof *w);
 	if (strlen(url) > WEBHOOK_URL_MAX || (events && strlen(events) > WEBHOOK_EVENTS_MAX))
 		return SL_EINVAL;
-	rc = sl_random_id(w->id, WEBHOOK_ID_LEN);
-	if (rc)
-		return rc;
+	/* An id starting with '-' would read as an option on a command line. */
+	do {
+		rc = sl_random_id(w->id, WEBHOOK_ID_LEN);
+		if (rc)
+			return rc;
+	} while (w->id[0] == '-');
 	snprintf(w->tenant, sizeof w->tenant, "%s", tenant ? tenant : "");
 	snprintf(w->url, sizeof w->url, "%s", url);
 	snprintf(w->events, sizeof w->events, "%s", events ? events : "");

@@ -31,12 +31,14 @@ int apikey_new(const char *name, uint64_t now_ms, char key[APIKEY_LEN + 1], stru
 /* Fills hash and tenant of `out` for the key text `key`. */
 void apikey_hash(const char *key, char hash[65], char tenant[JOB_TENANT_LEN + 1]);
 
+/* put: 0, -ENOMEM or a store error (SL_EFULL, SL_ESTORE). */
 int apikey_put(struct store_txn *t, const struct apikey *k);
 /* get: 0, SL_ENOTFOUND, SL_ECORRUPT. */
 int apikey_get(struct store_txn *t, const char *hash, struct apikey *out);
 /* Calls cb for every key in hash order. */
 int apikey_list(struct store_txn *t, int (*cb)(void *arg, const struct apikey *k), void *arg);
-/* True if the store holds any key (revoked ones included). */
+/* True if the store holds any key (revoked ones included), or if the
+ * table cannot be read (fail closed). */
 bool apikey_any(struct store_txn *t);
 
 #endif

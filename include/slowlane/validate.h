@@ -5,7 +5,7 @@
 #ifndef SLOWLANE_VALIDATE_H
 #define SLOWLANE_VALIDATE_H
 
-#include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "slowlane/job.h"
@@ -26,24 +26,28 @@ int sl_error_set(struct sl_error *e, int status, const char *type, const char *p
 
 /* Facts the validator learned, for building the job. */
 struct validate_info {
-	json_t *root;      /* the parsed body (caller json_decref()s it) */
-	const char *model; /* inside root */
-	int flags;         /* JOB_F_METADATA if the body has "metadata" */
+	char model[JOB_MODEL_MAX + 1];
+	char webhook[JOB_WEBHOOK_MAX + 1]; /* metadata.webhook_id, or "" */
+	int flags;                         /* JOB_F_METADATA if "metadata" is there */
 };
 
-/* Validates `len` bytes as a request for `kind`. On success returns 0 and
- * fills `info`; otherwise returns -1, fills `err` (400) and leaves nothing
- * to free. Checks: JSON object, "model" a non-empty string of at most
- * JOB_MODEL_MAX bytes, "messages" a non-empty array of objects with a
- * string "role" (chat) or "prompt" a string or array (completions),
- * "stream" not true, "metadata" an object if present (custom_id and
- * webhook_id strings if present). */
+#define VALIDATE_MAX_DEPTH 128
+
+/* Validates `len` bytes as a request for `kind`, in one pass and without
+ * allocating (jscan.h). On success returns 0 and fills `info`; otherwise
+ * returns -1 and fills `err` (400). Checks: strict JSON (UTF-8, nesting up
+ * to VALIDATE_MAX_DEPTH), an object without duplicate top-level keys,
+ * "model" a non-empty string of at most JOB_MODEL_MAX bytes, "messages" a
+ * non-empty array of objects with a string "role" (chat) or "prompt" a
+ * string or array (completions), "stream" not true, "metadata" an object
+ * if present (custom_id and webhook_id strings if present). */
 int validate_request(enum job_kind kind, const char *body, size_t len,
     struct validate_info *info, struct sl_error *err);
 
-/* The body to send upstream: `root` without "metadata", serialized.
- * Returns a malloc'd string (caller frees) and its length, or NULL on
- * allocation failure. */
+/* The body to send upstream: the submitted text with its top-level
+ * "metadata" member cut out, every other byte as it was. Returns a malloc'd
+ * string (caller frees) and its length, or NULL if the body is not a valid
+ * object or memory is short. */
 char *validate_upstream_body(const char *body, size_t len, size_t *out_len);
 
 #endif
