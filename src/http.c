@@ -524,6 +524,9 @@ http_start(struct ev_loop *loop, const struct http_opts *o, const struct http_ro
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout_s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->conn_limit,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+	    /* MHD zeroes each connection's pool per request: keep it to what
+	     * headers need (bodies go to our own buffer). Larger headers: 431. */
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
 	    MHD_OPTION_END);
 	if (!srv->mhd) {
 		free(srv);

@@ -4,6 +4,8 @@
  */
 #include "config.h"
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -79,12 +81,35 @@ utf8_len(const unsigned char *p, const unsigned char *end)
 	return n;
 }
 
+/* True if any byte of w is '"', '\\', below 0x20 or above 0x7f: the bytes
+ * that end the fast path (SWAR: the classic has-zero-byte test). */
+static inline bool
+special8(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+	uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+
+	return ((w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) &
+	    highs) != 0;
+}
+
 static const char *
 string(struct scan *s, const char *p)
 {
 	p++; /* opening quote */
 	while (p < s->end) {
-		unsigned char c = (unsigned char)*p;
+		unsigned char c;
+		/* Plain ASCII eight bytes at a time: most of a prompt. */
+		while (s->end - p >= 8) {
+			uint64_t w;
+			memcpy(&w, p, 8);
+			if (special8(w))
+				break;
+			p += 8;
+		}
+		if (p >= s->end)
+			break;
+		c = (unsigned char)*p;
 		if (c == '"')
 			return p + 1;
 		if (c == '\\') {
