@@ -349,6 +349,22 @@ reply_read_err(struct http_req *r, int rc, const char *what, const char *id)
 	                      : "The record could not be read.");
 }
 
+/* Answers the rendered `b`, or the error `rc` of reading `what` `id`. */
+static void
+reply_rendered(struct http_req *r, int rc, const char *what, const char *id, struct sl_buf *b)
+{
+	size_t len;
+	char *s;
+
+	if (rc) {
+		reply_read_err(r, rc, what, id);
+	} else {
+		s = sl_buf_detach(b, &len);
+		http_reply(r, 200, "application/json", s, len);
+	}
+	sl_buf_release(b);
+}
+
 void
 api_h_generation(struct http_req *r, void *ctx)
 {
@@ -372,14 +388,7 @@ api_h_generation(struct http_req *r, void *ctx)
 	if (rc == 0)
 		rc = generation_render(t, &j, &b);
 	store_abort(t);
-	if (rc) {
-		reply_read_err(r, rc, "generation", id);
-	} else {
-		size_t len;
-		char *s = sl_buf_detach(&b, &len);
-		http_reply(r, 200, "application/json", s, len);
-	}
-	sl_buf_release(&b);
+	reply_rendered(r, rc, "generation", id, &b);
 }
 
 void
@@ -409,12 +418,5 @@ api_h_group_generations(struct http_req *r, void *ctx)
 	if (rc == 0)
 		rc = sl_buf_append(&b, "}", 1);
 	store_abort(t);
-	if (rc) {
-		reply_read_err(r, rc, "group", id);
-	} else {
-		size_t len;
-		char *s = sl_buf_detach(&b, &len);
-		http_reply(r, 200, "application/json", s, len);
-	}
-	sl_buf_release(&b);
+	reply_rendered(r, rc, "group", id, &b);
 }

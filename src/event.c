@@ -162,64 +162,75 @@ target_wants(struct store_txn *t, const char *id, const char *tenant, const char
 	return strcmp(w.tenant, tenant) == 0 && webhook_wants(&w, type);
 }
 
-/* Appends the envelope's common head: {"event":..,"timestamp":..,. */
-static int
-envelope_head(struct sl_buf *b, const char *type, uint64_t now_ms)
-{
-	char ts[32];
+/* What one kind of inference.net event puts in its envelope. */
+struct envelope {
+	const char *type;         /* "generation.completed", ... */
+	const char *webhook;      /* target webhook id */
+	const char *subject_key;  /* "generation_id" or "group_id" */
+	const char *subject;
+	/* Appends the value of "data". */
+	int (*data)(struct store_txn *t, const void *what, struct sl_buf *b);
+	const void *what;
+};
 
-	return sl_buf_printf(b, "{\"event\":\"%s\",\"timestamp\":\"%s\"", type,
-	    sl_fmt_iso8601(now_ms, ts, sizeof ts));
+static int
+generation_data(struct store_txn *t, const void *what, struct sl_buf *b)
+{
+	return generation_render(t, what, b);
+}
+
+static int
+group_data(struct store_txn *t, const void *what, struct sl_buf *b)
+{
+	const struct group *g = what;
+	int rc = sl_buf_printf(b, "{\"group_size\":%u,\"status\":\"completed\","
+	    "\"generations\":", g->size);
+
+	if (!rc)
+		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g->members, g->size,
+		    b);
+	return rc ? rc : sl_buf_append(b, "}", 1);
+}
+
+/* Renders {"event","timestamp","webhook_id",<subject>,"data"} and queues it. */
+static int
+emit(struct store_txn *t, const struct envelope *e, uint64_t now_ms)
+{
+	struct sl_buf b;
+	char ts[32];
+	int rc;
+
+	sl_buf_init(&b, (size_t)1 << 30);
+	rc = sl_buf_printf(&b, "{\"event\":\"%s\",\"timestamp\":\"%s\",\"webhook_id\":\"%s\","
+	    "\"%s\":\"%s\",\"data\":", e->type, sl_fmt_iso8601(now_ms, ts, sizeof ts),
+	    e->webhook, e->subject_key, e->subject);
+	if (!rc)
+		rc = e->data(t, e->what, &b);
+	if (!rc)
+		rc = sl_buf_append(&b, "}", 1);
+	if (!rc)
+		rc = event_enqueue(t, NULL, e->type, e->webhook, e->subject, NULL, b.data, b.len,
+		    now_ms);
+	sl_buf_release(&b);
+	return rc;
 }
 
 static int
 generation_event(struct store_txn *t, const struct job *j, uint64_t now_ms)
 {
-	static const char type[] = "generation.completed";
-	struct sl_buf b;
-	int rc;
+	struct envelope e = { "generation.completed", j->webhook, "generation_id", j->id,
+		generation_data, j };
 
-	if (!target_wants(t, j->webhook, j->tenant, type))
-		return 0;
-	sl_buf_init(&b, (size_t)1 << 30);
-	rc = envelope_head(&b, type, now_ms);
-	if (!rc)
-		rc = sl_buf_printf(&b, ",\"webhook_id\":\"%s\",\"generation_id\":\"%s\",\"data\":",
-		    j->webhook, j->id);
-	if (!rc)
-		rc = generation_render(t, j, &b);
-	if (!rc)
-		rc = sl_buf_append(&b, "}", 1);
-	if (!rc)
-		rc = event_enqueue(t, NULL, type, j->webhook, j->id, NULL, b.data, b.len, now_ms);
-	sl_buf_release(&b);
-	return rc;
+	return target_wants(t, j->webhook, j->tenant, e.type) ? emit(t, &e, now_ms) : 0;
 }
 
 static int
 group_event(struct store_txn *t, const struct group *g, uint64_t now_ms)
 {
-	static const char type[] = "slow-group.completed";
-	struct sl_buf b;
-	int rc;
+	struct envelope e = { "slow-group.completed", g->webhook, "group_id", g->id, group_data,
+		g };
 
-	if (!target_wants(t, g->webhook, g->tenant, type))
-		return 0;
-	sl_buf_init(&b, (size_t)1 << 30);
-	rc = envelope_head(&b, type, now_ms);
-	if (!rc)
-		rc = sl_buf_printf(&b, ",\"webhook_id\":\"%s\",\"group_id\":\"%s\",\"data\":"
-		    "{\"group_size\":%u,\"status\":\"completed\",\"generations\":", g->webhook,
-		    g->id, g->size);
-	if (!rc)
-		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g->members, g->size,
-		    &b);
-	if (!rc)
-		rc = sl_buf_append(&b, "}}", 2);
-	if (!rc)
-		rc = event_enqueue(t, NULL, type, g->webhook, g->id, NULL, b.data, b.len, now_ms);
-	sl_buf_release(&b);
-	return rc;
+	return target_wants(t, g->webhook, g->tenant, e.type) ? emit(t, &e, now_ms) : 0;
 }
 
 int
