@@ -22,7 +22,6 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t len)
 			if (!up || n != strlen(up))
 				abort();
 			free(up);
-			json_decref(info.root);
 		} else if (err.status != 400 || !err.message[0]) {
 			abort();
 		}
