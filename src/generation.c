@@ -53,6 +53,8 @@ generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b)
 	if (rc)
 		return rc;
 	rc = store_result_get(t, j->id, &resp, &resp_len);
+	if (rc == SL_ENOTFOUND && j->state == JOB_SUCCESS)
+		return SL_ECORRUPT; /* a success always keeps its answer */
 	if (rc == SL_ENOTFOUND)
 		resp = NULL;
 	else if (rc)

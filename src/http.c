@@ -23,6 +23,7 @@
 #include "slowlane/util.h"
 
 #define MAX_EXTRA_HEADERS 4
+#define RUN_MAX_MS 250
 #define DISCARD_MAX ((uint64_t)64 << 20) /* over-limit bytes read before a 413 */
 
 struct http_server {
@@ -53,6 +54,7 @@ struct http_req {
 	const char *method, *path; /* MHD's, valid for the request */
 	struct sl_buf body;
 	bool too_big;
+	bool bad_request;          /* malformed at the HTTP level */
 	enum req_phase phase;
 	const char *captures[HTTP_MAX_CAPTURES];
 	char *path_copy;           /* captures point into this */
@@ -372,8 +374,16 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 			/* Read and drop a body of sane size before answering:
 			 * closing on a client still sending makes it see a reset,
 			 * not our 413. A huge one is refused at once. */
-			if (strtoull(cl, NULL, 10) > DISCARD_MAX)
+			const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+			    MHD_HTTP_HEADER_EXPECT);
+			/* A client waiting for 100 Continue has sent nothing yet:
+			 * answer now rather than invite the body. */
+			if (strtoull(cl, NULL, 10) > DISCARD_MAX || expect)
 				goto answer;
+		}
+		if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
+		    !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)) {
+			r->bad_request = true; /* RFC 9112 3.2: 400, after the body */
 		}
 		return MHD_YES;
 	}
@@ -396,6 +406,9 @@ answer:
 			    "%zu bytes.", srv->o.max_body);
 			sl_buf_release(&r->body);
 			simple_error(r, 413, "invalid_request_error", "request_too_large", msg);
+		} else if (r->bad_request) {
+			simple_error(r, 400, "invalid_request_error", "bad_request",
+			    "An HTTP/1.1 request needs a Host header.");
 		} else {
 			dispatch(r);
 		}
@@ -443,10 +456,13 @@ arm_timer(struct http_server *srv)
 	MHD_UNSIGNED_LONG_LONG ms;
 
 	ev_timer_stop(srv->loop, &srv->timer);
-	if (MHD_get_timeout(srv->mhd, &ms) == MHD_YES) {
-		ev_timer_set(&srv->timer, (double)ms / 1000.0, 0.);
-		ev_timer_start(srv->loop, &srv->timer);
-	}
+	/* Never longer than RUN_MAX_MS: at --max-connections MHD takes its
+	 * listening socket out of its epoll set and puts it back only inside
+	 * MHD_run, so with nothing else to wake us it would stay deaf. */
+	if (MHD_get_timeout(srv->mhd, &ms) != MHD_YES || ms > RUN_MAX_MS)
+		ms = RUN_MAX_MS;
+	ev_timer_set(&srv->timer, (double)ms / 1000.0, 0.);
+	ev_timer_start(srv->loop, &srv->timer);
 }
 
 static void

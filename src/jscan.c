@@ -50,6 +50,24 @@ hexval(char c)
 	return -1;
 }
 
+/* Reads four hex digits at p (before end) into *out. */
+static bool
+hex4(const char *p, const char *end, unsigned *out)
+{
+	unsigned v = 0;
+
+	if (end - p < 4)
+		return false;
+	for (int i = 0; i < 4; i++) {
+		int h = hexval(p[i]);
+		if (h < 0)
+			return false;
+		v = v << 4 | (unsigned)h;
+	}
+	*out = v;
+	return true;
+}
+
 /* Length of a valid UTF-8 sequence at p (1..4), or 0. */
 static int
 utf8_len(const unsigned char *p, const unsigned char *end)
@@ -120,12 +138,23 @@ string(struct scan *s, const char *p)
 			case 't':
 				p += 2;
 				continue;
-			case 'u':
-				if (s->end - p < 6 || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
-				    hexval(p[4]) < 0 || hexval(p[5]) < 0)
+			case 'u': {
+				unsigned cp;
+				if (!hex4(p + 2, s->end, &cp))
 					return fail(s, p, "bad \\u escape");
+				/* UTF-16 surrogates must come as a high-low pair. */
+				if (cp >= 0xdc00 && cp <= 0xdfff)
+					return fail(s, p, "lone surrogate in a \\u escape");
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					unsigned lo;
+					if (s->end - p < 12 || p[6] != '\\' || p[7] != 'u' ||
+					    !hex4(p + 8, s->end, &lo) || lo < 0xdc00 || lo > 0xdfff)
+						return fail(s, p, "lone surrogate in a \\u escape");
+					p += 6;
+				}
 				p += 6;
 				continue;
+			}
 			default:
 				return fail(s, p, "bad escape in a string");
 			}

@@ -48,6 +48,8 @@ queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t 
 
 	if (j->state != JOB_QUEUED)
 		return SL_EINVAL;
+	if (store_nearly_full(t))
+		return SL_EFULL; /* before writing: the headroom is for results */
 	rc = store_body_put(t, j->id, body, len);
 	if (rc)
 		return rc;

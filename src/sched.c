@@ -37,6 +37,7 @@
 /* One job in flight: from its claim until its finish op has committed. */
 struct attempt {
 	struct be_call call;  /* the backend call (embedded) */
+	ev_timer again;       /* retries a finish op the store refused (full) */
 	struct wr_op op;      /* the finish or release op (embedded) */
 	struct sched *s;
 	struct attempt *prev, *next; /* in s->active while the call runs */
@@ -81,6 +82,7 @@ struct sched {
 	ev_timer due;        /* next retry becoming due */
 	ev_timer grace;      /* shutdown deadline */
 	struct attempt *active; /* calls running */
+	struct attempt *parked; /* outcomes waiting for room in a full store */
 	unsigned n_active;
 	unsigned reserved;   /* slots promised to the claim op in flight */
 	bool claiming, expiring, purging, stopping, paused;
@@ -166,6 +168,19 @@ finish_done(struct wr_op *op)
 	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
 	struct sched *s = a->s;
 
+	if (op->rc == SL_EFULL) {
+		/* The store is full: keep the outcome and try again in a second
+		 * rather than leave the job In Progress until a restart. */
+		log_warn("sched: the store is full; storing the outcome of %s again in 1 s",
+		    a->id);
+		a->prev = NULL;
+		a->next = s->parked;
+		if (s->parked)
+			s->parked->prev = a;
+		s->parked = a;
+		ev_timer_start(s->loop, &a->again);
+		return;
+	}
 	if (op->rc == SL_ESTALE) {
 		s->stats.stale++;
 		log_debug("sched: result of %s dropped: the job moved on meanwhile", a->id);
@@ -218,6 +233,22 @@ wrap_error_body(int status, const char *body, size_t len)
 
 	json_decref(o);
 	return s;
+}
+
+static void
+again_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct attempt *a = SL_CONTAINER_OF(w, struct attempt, again);
+	struct sched *s = a->s;
+
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		s->parked = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	a->prev = a->next = NULL;
+	writer_submit(s->wr, &a->op);
 }
 
 static void
@@ -295,6 +326,7 @@ call_done(struct be_call *c, const struct be_result *r)
 	}
 	a->op.apply = finish_apply;
 	a->op.done = finish_done;
+	ev_timer_init(&a->again, again_cb, 1.0, 0.);
 	writer_submit(s->wr, &a->op);
 	/* Free slot: claim more right away rather than after the commit. */
 	dispatch(s);
@@ -663,6 +695,7 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct sched *s = SL_CONTAINER_OF(w, struct sched, tick);
 
 	audit_active(s);
+	store_measure_free(s->st);
 	sweep(s);
 	retain(s);
 	dispatch(s);
@@ -800,6 +833,14 @@ sched_free(struct sched *s)
 		struct attempt *a = s->active;
 		s->be->ops->cancel(s->be, &a->call);
 		active_remove(s, a);
+		attempt_free(a);
+	}
+	/* Outcomes never stored: their jobs are still In Progress on disk and
+	 * are put back at the next start. */
+	while (s->parked) {
+		struct attempt *a = s->parked;
+		s->parked = a->next;
+		ev_timer_stop(s->loop, &a->again);
 		attempt_free(a);
 	}
 	free(s);

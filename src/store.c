@@ -15,11 +15,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "slowlane/common.h"
 #include "slowlane/log.h"
@@ -65,6 +67,8 @@ static const int time_db[] = {
 struct store {
 	MDB_env *env;
 	MDB_dbi dbi[DB_COUNT];
+	char *dir;
+	_Atomic uint64_t free_pages; /* freelist size, as last measured */
 };
 
 struct store_txn {
@@ -84,6 +88,10 @@ map_rc(int rc, const char *what)
 	case MDB_MAP_FULL: return SL_EFULL;
 	case ENOSPC: return SL_EFULL;
 	case EIO: log_error("store: %s: I/O error", what); return -EIO;
+	case MDB_PANIC:
+		log_error("store: %s: LMDB reports a fatal error; the store must be reopened",
+		    what);
+		return -EIO;
 	case ENOMEM: return -ENOMEM;
 	default:
 		log_error("store: %s: %s", what, mdb_strerror(rc));
@@ -206,11 +214,18 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 			return errno == ENOENT ? SL_ENOTFOUND : -errno;
 		if (mkdir(dir, 0700) != 0)
 			return -errno;
-	} else if (!opts->create) {
+	} else {
 		char path[4096];
 		snprintf(path, sizeof path, "%s/data.mdb", dir);
-		if (stat(path, &sb) != 0)
-			return SL_ENOTFOUND;
+		if (stat(path, &sb) != 0) {
+			if (!opts->create)
+				return SL_ENOTFOUND;
+		} else if (sb.st_size == 0) {
+			/* LMDB would start an empty store over it: every job gone. */
+			log_error("store: %s is empty; if this is meant to be a new store, "
+			    "remove the directory; otherwise restore a backup", path);
+			return SL_ECORRUPT;
+		}
 	}
 	st = calloc(1, sizeof *st);
 	if (!st)
@@ -222,13 +237,24 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 	}
 	mdb_env_set_maxdbs(st->env, DB_COUNT + 4);
 	mdb_env_set_maxreaders(st->env, 256);
-	rc = mdb_env_set_mapsize(st->env, opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE);
-	if (rc) {
-		rc = map_rc(rc, "set_mapsize");
-		goto out;
+	/* 0 keeps the size the store was written with (slowlanectl): a tool
+	 * that grew another process's map would leave the daemon answering
+	 * MDB_MAP_RESIZED. A new store gets the default. */
+	if (opts->map_size || opts->create) {
+		rc = mdb_env_set_mapsize(st->env, opts->map_size ? opts->map_size
+		                                                 : DEFAULT_MAP_SIZE);
+		if (rc) {
+			rc = map_rc(rc, "set_mapsize");
+			goto out;
+		}
 	}
 	if (opts->read_only)
 		flags |= MDB_RDONLY;
+	st->dir = strdup(dir);
+	if (!st->dir) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	rc = mdb_env_open(st->env, dir, flags, 0600);
 	if (rc) {
 		log_error("store: cannot open %s: %s", dir, mdb_strerror(rc));
@@ -238,12 +264,15 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 	rc = check_size(st, dir);
 	if (rc == 0)
 		rc = open_dbs(st, opts->read_only);
+	if (rc == 0)
+		store_measure_free(st);
 	if (rc == SL_ENOTFOUND)
 		rc = -ENOENT; /* missing database (see store_open) */
 out:
 	if (rc) {
 		if (st->env)
 			mdb_env_close(st->env);
+		free(st->dir);
 		free(st);
 		return rc;
 	}
@@ -257,7 +286,62 @@ store_close(struct store *st)
 	if (!st)
 		return;
 	mdb_env_close(st->env);
+	free(st->dir);
 	free(st);
+}
+
+void
+store_measure_free(struct store *st)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	uint64_t n = 0;
+
+	/* LMDB allows a cursor on its freelist (dbi 0) in read transactions
+	 * only; each value is a page list whose first word is its length. */
+	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+		return;
+	if (mdb_cursor_open(txn, 0, &cur) == 0) {
+		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
+			size_t cnt;
+			if (v.mv_size < sizeof cnt)
+				continue;
+			memcpy(&cnt, v.mv_data, sizeof cnt);
+			n += cnt;
+		}
+		mdb_cursor_close(cur);
+	}
+	mdb_txn_abort(txn);
+	atomic_store(&st->free_pages, n);
+}
+
+bool
+store_nearly_full(struct store_txn *t)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+	uint64_t map_pages, hwm, free_pages;
+
+	if (mdb_env_info(t->st->env, &ei) != 0 || mdb_env_stat(t->st->env, &ms) != 0)
+		return false;
+	map_pages = ei.me_mapsize / ms.ms_psize;
+	hwm = ei.me_last_pgno + 1;
+	if (hwm * 10 < map_pages * 9)
+		return false; /* the common case: one copy of the meta page */
+	free_pages = atomic_load(&t->st->free_pages);
+	return (hwm - (free_pages < hwm ? free_pages : 0)) * 10 >= map_pages * 9;
+}
+
+bool
+store_disk_full(struct store *st)
+{
+	struct statvfs vs;
+
+	if (statvfs(st->dir, &vs) != 0)
+		return false;
+	/* Less than 1 MiB left: a commit's pages may not have fitted. */
+	return (uint64_t)vs.f_bavail * vs.f_frsize < ((uint64_t)1 << 20);
 }
 
 int
@@ -975,8 +1059,20 @@ check_job(void *arg, const char *id, const struct job *j)
 			problem(c, id, "missing or stale in the inflight index", fixed);
 		}
 	}
-	if (!has_key(c->t, DB_BODIES, id, SL_ID_LEN, NULL))
-		problem(c, id, "request body missing", false);
+	{
+		const void *data;
+		size_t len;
+		int brc = store_body_get(c->t, id, &data, &len);
+		if (brc == SL_ENOTFOUND)
+			problem(c, id, "request body missing", false);
+		else if (brc)
+			problem(c, id, "request body failed its checksum", false);
+		brc = store_result_get(c->t, id, &data, &len);
+		if (brc == SL_ECORRUPT)
+			problem(c, id, "result failed its checksum", false);
+		else if (brc == SL_ENOTFOUND && j->state == JOB_SUCCESS)
+			problem(c, id, "Success without a stored result", false);
+	}
 	return 0;
 }
 

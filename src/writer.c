@@ -80,7 +80,13 @@ again:
 	}
 	rc = store_commit(t);
 	t = NULL;
-	if (rc == -EIO) {
+	if (rc == -EIO && store_disk_full(w->st)) {
+		/* LMDB reports a short write on a full disk as EIO. The commit
+		 * was abandoned before its meta page: the store is as before.
+		 * Refuse this batch; work resumes when space returns. */
+		log_error("writer: the disk is full; a batch of %u ops was refused", n);
+		rc = SL_EFULL;
+	} else if (rc == -EIO) {
 		/* A failed fsync cannot be retried safely (the kernel may have
 		 * dropped the dirty pages): stop rather than guess. */
 		log_error("writer: commit failed with an I/O error; exiting");

@@ -16,7 +16,8 @@
 #include "slowlane/store.h"
 
 /* Stores a new job (state must be Queued) and its request body.
- * Returns 0, SL_EFULL or SL_ESTORE. */
+ * Returns 0, SL_EFULL (also when the map is over 90% used: see
+ * store_nearly_full) or SL_ESTORE. */
 int queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len);
 
 /* Called for each claimed job; `body` is valid only during the call.

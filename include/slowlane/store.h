@@ -106,6 +106,18 @@ uint64_t store_tenant_unfinished(struct store_txn *t, const char *tenant);
 /* Per-state counts as of this transaction. */
 int store_counts_get(struct store_txn *t, struct store_counts *out);
 
+/* Counts the free pages inside the map (a read transaction; O(freelist)).
+ * The scheduler calls it every second; store_nearly_full uses the count. */
+void store_measure_free(struct store *st);
+/* True if more than 90% of the map is in use. New jobs are refused then
+ * (507), so that the jobs already in flight can still store their results
+ * and retention can still delete: in LMDB even a delete needs free pages. */
+bool store_nearly_full(struct store_txn *t);
+
+/* True if the filesystem holding the store has (almost) no space left:
+ * tells a full disk (recoverable: refuse work) from an I/O error (fatal). */
+bool store_disk_full(struct store *st);
+
 /* Clears reader slots left by crashed processes; returns how many. */
 int store_reader_check(struct store *st);
 
