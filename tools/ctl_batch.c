@@ -224,7 +224,8 @@ ctl_batches(struct ctl *c)
 	if (!rc)
 		rc = store_table_scan(t, STORE_T_BATCH_INDEX, NULL, 0, index_one, &e);
 	if (!rc)
-		qsort(e.v, e.n, sizeof *e.v, entry_newest_first);
+		if (e.n > 1)
+			qsort(e.v, e.n, sizeof *e.v, entry_newest_first);
 	for (size_t i = 0; rc == 0 && i < e.n; i++) {
 		json_t *b;
 		if (c->limit && rows == c->limit) {

@@ -65,7 +65,8 @@ idvec_unique(struct idvec *iv)
 {
 	size_t w = 0;
 
-	qsort(iv->v, iv->n, sizeof *iv->v, cmp_id);
+	if (iv->n > 1)
+		qsort(iv->v, iv->n, sizeof *iv->v, cmp_id);
 	for (size_t r = 0; r < iv->n; r++)
 		if (w == 0 || strcmp(iv->v[w - 1], iv->v[r]) != 0)
 			memmove(iv->v[w++], iv->v[r], sizeof *iv->v);

@@ -177,7 +177,8 @@ ctl_select(struct store_txn *t, const struct ctl_filter *f, ctl_job_fn fn, void 
 	/* Only unfinished jobs: O(unfinished), not a walk of every job ever. */
 	rc = store_scan_time(t, STORE_EXPIRY, 0, false, select_expiry, &s);
 	if (rc == 0)
-		qsort(s.picks, s.npicks, sizeof *s.picks, pick_newest_first);
+		if (s.npicks > 1)
+			qsort(s.picks, s.npicks, sizeof *s.picks, pick_newest_first);
 	for (size_t i = 0; rc == 0 && i < s.npicks; i++) {
 		struct job j;
 		if (f->limit && s.n == f->limit)

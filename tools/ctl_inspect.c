@@ -218,7 +218,8 @@ stats_print(const struct ctl *c, const struct stats *s)
 	printf("  %-32s %10s %12s\n", "MODEL", "QUEUED", "IN PROGRESS");
 	json_object_foreach(s->models, key, pair)
 		names[i++] = key;
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n > 1)
+		qsort(names, n, sizeof *names, cmp_str);
 	for (i = 0; i < n; i++) {
 		pair = json_object_get(s->models, names[i]);
 		printf("  %-32s %10lld %12lld\n", ctl_cell(names[i], 32, cell, sizeof cell),

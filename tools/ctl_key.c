@@ -298,7 +298,8 @@ ctl_key_ls(struct ctl *c)
 		free(r.v);
 		return ctl_store_err("listing keys", rc);
 	}
-	qsort(r.v, r.n, sizeof *r.v, ls_newest_first);
+	if (r.n > 1)
+		qsort(r.v, r.n, sizeof *r.v, ls_newest_first);
 	if (c->json) {
 		fputs(r.n ? "[\n" : "[]\n", stdout);
 		for (size_t i = 0; i < r.n; i++) {

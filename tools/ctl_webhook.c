@@ -433,7 +433,8 @@ ctl_webhook_deliveries(struct ctl *c)
 		free(r.v);
 		return ctl_store_err("listing deliveries", rc);
 	}
-	qsort(r.v, r.n, sizeof *r.v, dl_newest_first);
+	if (r.n > 1)
+		qsort(r.v, r.n, sizeof *r.v, dl_newest_first);
 	shown = c->limit && c->limit < r.n ? (size_t)c->limit : r.n;
 	if (c->json) {
 		fputs(shown ? "[\n" : "[]\n", stdout);

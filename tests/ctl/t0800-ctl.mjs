@@ -197,7 +197,7 @@ test('against a stopped daemon: stats, ls, show, cancel, requeue, purge; restart
   // Some jobs left Queued at the stop: slow calls, released by the short grace.
   const slow = [];
   for (let i = 0; i < 20; i++)
-    slow.push(await submitOk(d.base, CHAT, chatBody(`slow ${i} ${uniq()} [mock:delay=800]`)));
+    slow.push(await submitOk(d.base, CHAT, chatBody(`slow ${i} ${uniq()} [mock:delay=3000]`)));
   await sleep(200);
   assert.equal(await d.term(), 0);
 
