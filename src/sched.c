@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "slowlane/common.h"
+#include "slowlane/jscan.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
 #include "slowlane/sched.h"
@@ -202,22 +203,27 @@ finish_done(struct wr_op *op)
 	dispatch(s);
 }
 
-/* The upstream's error message, from an OpenAI-style error body. */
+/* The upstream's error message, from an OpenAI-style error body
+ * ({"error":{"message":...}}, {"error":"..."} or {"message":...}), else the
+ * start of the body. `root` is the parsed body, or NULL if it is not JSON. */
 static void
-error_detail(json_t *root, const char *body, size_t len, char *out, size_t cap)
+error_detail(const struct jscan_value *root, const char *body, size_t len, char *out,
+    size_t cap)
 {
-	json_t *err = json_object_get(root, "error");
-	const char *msg = NULL;
+	struct jscan_value err, msg;
+	bool found = false;
 
-	if (json_is_object(err))
-		msg = json_string_value(json_object_get(err, "message"));
-	else if (json_is_string(err))
-		msg = json_string_value(err);
-	else if (json_is_string(json_object_get(root, "message")))
-		msg = json_string_value(json_object_get(root, "message"));
-	if (msg)
-		snprintf(out, cap, "%s", msg);
-	else if (len)
+	if (root && jscan_get(root, "error", &err)) {
+		if (err.type == JS_OBJECT && jscan_get(&err, "message", &msg))
+			found = jscan_string(&msg, out, cap) >= 0;
+		else if (err.type == JS_STRING)
+			found = jscan_string(&err, out, cap) >= 0;
+	} else if (root && jscan_get(root, "message", &msg)) {
+		found = jscan_string(&msg, out, cap) >= 0;
+	}
+	if (found)
+		return;
+	if (len)
 		snprintf(out, cap, "%.*s", (int)(len < 200 ? len : 200), body);
 	else
 		out[0] = '\0';
@@ -259,8 +265,9 @@ call_done(struct be_call *c, const struct be_result *r)
 	struct policy_input in = { .retry_after_ms = r->retry_after_ms,
 		.attempts = a->attempts };
 	struct policy_decision d;
-	json_t *root = NULL;
-	char detail[320];
+	struct jscan_value root;
+	bool is_json = false;
+	char detail[320], why[8];
 	uint32_t jitter;
 
 	active_remove(s, a);
@@ -270,10 +277,13 @@ call_done(struct be_call *c, const struct be_result *r)
 	case BE_OK:
 		in.fault = POLICY_HTTP;
 		in.http_status = r->http_status;
-		root = json_loadb(r->body, r->body_len, 0, NULL);
-		in.body_is_object = json_is_object(root);
+		/* Validated in one pass, no tree: the answer is stored as it came. */
+		is_json = jscan_parse(r->body, r->body_len, VALIDATE_MAX_DEPTH, &root, why,
+		    sizeof why) == 0;
+		in.body_is_object = is_json && root.type == JS_OBJECT;
 		if (r->http_status < 200 || r->http_status >= 300)
-			error_detail(root, r->body, r->body_len, detail, sizeof detail);
+			error_detail(is_json && root.type == JS_OBJECT ? &root : NULL, r->body,
+			    r->body_len, detail, sizeof detail);
 		break;
 	case BE_TIMEOUT:
 		in.fault = POLICY_TIMEOUT;
@@ -315,11 +325,10 @@ call_done(struct be_call *c, const struct be_result *r)
 		        ? JOB_END_HTTP : JOB_END_BAD_REPLY;
 		/* Keep the upstream's error body so the client sees it. */
 		if (r->fault == BE_OK && r->body_len > 0)
-			a->response = root ? strdup(r->body)
-			                   : wrap_error_body(r->http_status, r->body, r->body_len);
+			a->response = is_json ? strdup(r->body)
+			                      : wrap_error_body(r->http_status, r->body, r->body_len);
 		break;
 	}
-	json_decref(root);
 	if (a->response) {
 		a->out.response = a->response;
 		a->out.response_len = strlen(a->response);
