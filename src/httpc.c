@@ -27,10 +27,14 @@
 #include "slowlane/httpc.h"
 #include "slowlane/util.h"
 
+#define EASY_POOL_MAX 256
+
 struct httpc {
 	struct ev_loop *loop;
 	CURLM *multi;
 	ev_timer timer; /* curl's single timeout */
+	CURL *pool[EASY_POOL_MAX]; /* reset easy handles, ready for reuse */
+	unsigned n_pool;
 };
 
 /* One socket curl wants watched. */
@@ -208,7 +212,13 @@ xfer_free(struct xfer *x)
 		return;
 	if (x->easy) {
 		curl_multi_remove_handle(x->c->multi, x->easy);
-		curl_easy_cleanup(x->easy);
+		/* Reused: an easy handle is a few kilobytes of allocations. */
+		if (x->c->n_pool < EASY_POOL_MAX) {
+			curl_easy_reset(x->easy);
+			x->c->pool[x->c->n_pool++] = x->easy;
+		} else {
+			curl_easy_cleanup(x->easy);
+		}
 	}
 	curl_slist_free_all(x->headers);
 	sl_buf_release(&x->resp);
@@ -273,7 +283,7 @@ httpc_start(struct httpc *c, struct httpc_req *r)
 	x->headers = curl_slist_append(NULL, "Expect:"); /* no 100-continue */
 	for (size_t i = 0; x->headers && r->headers && r->headers[i]; i++)
 		x->headers = curl_slist_append(x->headers, r->headers[i]);
-	x->easy = curl_easy_init();
+	x->easy = c->n_pool ? c->pool[--c->n_pool] : curl_easy_init();
 	if (!x->easy || !x->headers)
 		goto fail;
 	curl_easy_setopt(x->easy, CURLOPT_URL, r->url);
@@ -349,6 +359,8 @@ httpc_free(struct httpc *c)
 	if (!c)
 		return;
 	ev_timer_stop(c->loop, &c->timer);
+	while (c->n_pool)
+		curl_easy_cleanup(c->pool[--c->n_pool]);
 	curl_multi_cleanup(c->multi);
 	free(c);
 	curl_global_cleanup();
