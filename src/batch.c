@@ -13,6 +13,7 @@
 
 #include "slowlane/batch.h"
 #include "slowlane/common.h"
+#include "slowlane/jscan.h"
 #include "slowlane/validate.h"
 
 #define INDEX_KEY_LEN (JOB_TENANT_LEN + 8 + BATCH_ID_LEN)
@@ -255,69 +256,68 @@ batch_lines_scan(struct store_txn *t, const char *id, uint32_t from, size_t max,
 #define LINE_ERR(c, p, ...) \
 	(*code = (c), *param = (p), snprintf(msg, cap, __VA_ARGS__), -1)
 
+/* Is string value `v` equal to `want`? */
+static bool
+str_is(const struct jscan_value *v, const char *want)
+{
+	char buf[64];
+
+	return v->type == JS_STRING && jscan_string(v, buf, sizeof buf) >= 0 &&
+	    strcmp(buf, want) == 0;
+}
+
 int
 batch_check_line(const char *line, size_t len, const char *endpoint, struct batch_line *out,
     const char **code, const char **param, char *msg, size_t cap)
 {
-	json_t *root, *cid, *method, *url, *body;
+	struct jscan_value root, cid, method, url, body;
 	struct validate_info vi;
 	struct sl_error e;
-	char *text;
-	int rc;
+	char why[120], urlbuf[64];
+	bool has_cid, has_method, has_url, has_body;
 
 	memset(out, 0, sizeof *out);
-	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
-	if (!json_is_object(root)) {
-		json_decref(root);
+	if (jscan_parse(line, len, VALIDATE_MAX_DEPTH, &root, why, sizeof why) ||
+	    root.type != JS_OBJECT)
 		return LINE_ERR("invalid_json_line", NULL, "This line is not a valid JSON object.");
-	}
-	cid = json_object_get(root, "custom_id");
-	method = json_object_get(root, "method");
-	url = json_object_get(root, "url");
-	body = json_object_get(root, "body");
-	if (!json_is_string(cid) || json_string_length(cid) == 0 ||
-	    json_string_length(cid) > BATCH_CUSTOM_ID_MAX)
-		rc = LINE_ERR("missing_custom_id", "custom_id", "Each line needs a string "
+	has_cid = jscan_get(&root, "custom_id", &cid);
+	has_method = jscan_get(&root, "method", &method);
+	has_url = jscan_get(&root, "url", &url);
+	has_body = jscan_get(&root, "body", &body);
+	if (!has_cid || cid.type != JS_STRING || cid.len <= 2 ||
+	    jscan_string(&cid, out->custom_id, sizeof out->custom_id) <= 0)
+		return LINE_ERR("missing_custom_id", "custom_id", "Each line needs a string "
 		    "'custom_id' of 1 to %d characters.", BATCH_CUSTOM_ID_MAX);
-	else if (!json_is_string(method))
-		rc = LINE_ERR("missing_method", "method", "Each line needs 'method': \"POST\".");
-	else if (strcmp(json_string_value(method), "POST") != 0)
-		rc = LINE_ERR("invalid_method", "method", "Only the POST method is supported.");
-	else if (!json_is_string(url))
-		rc = LINE_ERR("missing_url", "url", "Each line needs a 'url'.");
-	else if (strcmp(json_string_value(url), "/v1/chat/completions") != 0 &&
-	    strcmp(json_string_value(url), "/v1/completions") != 0)
-		rc = LINE_ERR("invalid_url", "url", "'url' must be /v1/chat/completions or "
+	if (!has_method || method.type != JS_STRING)
+		return LINE_ERR("missing_method", "method", "Each line needs 'method': \"POST\".");
+	if (!str_is(&method, "POST"))
+		return LINE_ERR("invalid_method", "method", "Only the POST method is supported.");
+	if (!has_url || url.type != JS_STRING)
+		return LINE_ERR("missing_url", "url", "Each line needs a 'url'.");
+	if (!str_is(&url, "/v1/chat/completions") && !str_is(&url, "/v1/completions"))
+		return LINE_ERR("invalid_url", "url", "'url' must be /v1/chat/completions or "
 		    "/v1/completions.");
-	else if (strcmp(json_string_value(url), endpoint) != 0)
-		rc = LINE_ERR("url_mismatch", "url", "The line's url %s differs from the batch's "
-		    "endpoint %s.", json_string_value(url), endpoint);
-	else if (!json_is_object(body))
-		rc = LINE_ERR("missing_body", "body", "Each line needs a 'body' object.");
-	else if (json_is_true(json_object_get(body, "stream")))
-		rc = LINE_ERR("stream_unsupported", "body.stream", "'stream': true cannot be "
-		    "used in a batch.");
-	else
-		rc = 0;
-	if (rc) {
-		json_decref(root);
-		return rc;
+	if (!str_is(&url, endpoint)) {
+		jscan_string(&url, urlbuf, sizeof urlbuf);
+		return LINE_ERR("url_mismatch", "url", "The line's url %s differs from the batch's "
+		    "endpoint %s.", urlbuf, endpoint);
 	}
-	/* The body must be a request the endpoint accepts. */
-	text = json_dumps(body, JSON_COMPACT);
-	if (!text)
-		sl_error_set(&e, 503, "server_error", NULL, NULL, "out of memory");
-	rc = text ? validate_request(strstr(endpoint, "chat") ? JOB_CHAT : JOB_COMPLETION, text,
-	    strlen(text), &vi, &e) : -1;
-	free(text);
-	if (rc) {
-		json_decref(root);
+	if (!has_body || body.type != JS_OBJECT)
+		return LINE_ERR("missing_body", "body", "Each line needs a 'body' object.");
+	{
+		struct jscan_value st;
+		if (jscan_get(&body, "stream", &st) && st.type == JS_TRUE)
+			return LINE_ERR("stream_unsupported", "body.stream", "'stream': true cannot "
+			    "be used in a batch.");
+	}
+	/* The body must be a request the endpoint accepts: its own text, as is. */
+	if (validate_request(strstr(endpoint, "chat") ? JOB_CHAT : JOB_COMPLETION, body.p,
+	    body.len, &vi, &e))
 		return LINE_ERR("invalid_request", "body", "%s", e.message);
-	}
-	out->root = root;
-	out->custom_id = json_string_value(cid);
-	out->body = body;
-	out->model = json_string_value(json_object_get(body, "model"));
+	memcpy(out->model, vi.model, sizeof out->model);
+	out->body = body.p;
+	out->body_len = body.len;
+	out->has_metadata = (vi.flags & JOB_F_METADATA) != 0;
 	return 0;
 }
 

@@ -599,7 +599,6 @@ validate_line(struct work *w, const char *line, size_t len, void *arg)
 		    "'%.100s' before.", bl.model, w->model);
 		add_error(w, "model_mismatch", w->line, msg, "body.model");
 	}
-	json_decref(bl.root);
 	return 0;
 }
 
@@ -671,11 +670,11 @@ expand_line(struct work *w, const char *line, size_t len, void *arg)
 	snprintf(j->model, sizeof j->model, "%s", bl.model);
 	snprintf(j->batch, sizeof j->batch, "%s", w->id);
 	snprintf(j->message, sizeof j->message, "Queued");
-	if (json_object_get(bl.body, "metadata"))
+	if (bl.has_metadata)
 		j->flags |= JOB_F_METADATA;
-	s->bodies[s->n] = json_dumps(bl.body, JSON_COMPACT);
+	/* The body as the user wrote it, byte for byte. */
+	s->bodies[s->n] = strndup(bl.body, bl.body_len);
 	s->custom_ids[s->n] = strdup(bl.custom_id);
-	json_decref(bl.root);
 	if (!s->bodies[s->n] || !s->custom_ids[s->n]) {
 		free(s->bodies[s->n]);
 		free(s->custom_ids[s->n]);

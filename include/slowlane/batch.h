@@ -50,16 +50,18 @@ int batch_lines_scan(struct store_txn *t, const char *id, uint32_t from, size_t 
     int (*cb)(void *arg, uint32_t line, const char *job_id, const char *custom_id),
     void *arg);
 
-/* One checked input line. */
+/* One checked input line: nothing to free; `body` points into the line. */
 struct batch_line {
-	json_t *root;          /* the parsed line (caller decrefs) */
-	const char *custom_id; /* inside root */
-	const char *model;     /* inside root's body */
-	json_t *body;          /* inside root */
+	char custom_id[BATCH_CUSTOM_ID_MAX + 1];
+	char model[JOB_MODEL_MAX + 1];
+	const char *body;      /* the request body's JSON text, inside the line */
+	size_t body_len;
+	bool has_metadata;     /* the body has a top-level "metadata" */
 };
 
-/* Checks one JSONL line against the batch `endpoint`. Returns 0 and fills
- * `out`, or fills `code`/`msg`/`param` (static codes) and returns -1. */
+/* Checks one JSONL line against the batch `endpoint`, in one pass without
+ * a JSON tree (jscan.h). Returns 0 and fills `out`, or fills
+ * `code`/`msg`/`param` (static codes) and returns -1. */
 int batch_check_line(const char *line, size_t len, const char *endpoint,
     struct batch_line *out, const char **code, const char **param, char *msg, size_t cap);
 
