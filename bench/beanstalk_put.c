@@ -162,5 +162,12 @@ main(int argc, char **argv)
 	    "\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", (unsigned long long)done, secs,
 	    (double)done / secs, (unsigned long long)errors, bu_lat_pct(&lat, 50),
 	    bu_lat_pct(&lat, 99));
+	for (int i = 0; i < nconn; i++)
+		close(cs[i].fd);
+	free(lat.v);
+	free(cs);
+	free(pf);
+	free(cmd);
+	free(body);
 	return 0;
 }

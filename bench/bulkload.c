@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "slowlane/common.h"
 #include "slowlane/job.h"
@@ -171,6 +173,39 @@ trim(struct store *st, uint64_t after_ms, unsigned long long *deleted)
 	return rc;
 }
 
+/*
+ * LMDB may end a transaction with its last page numbers free and never
+ * written (pages freed in the transaction that allocated them): the file is
+ * then shorter than me_last_pgno says, which LMDB itself never minds, but
+ * store.c's check_size() (commit ee8a253) refuses such a store as
+ * "truncated". A big delete (our --trim-after, or a retention purge) leaves
+ * exactly that. Extending the file over those free pages (sparse zeros,
+ * never read) makes the store acceptable to the daemon again; see
+ * bench/profile.md.
+ */
+static int
+cover_last_page(struct store *st, const char *dir)
+{
+	struct store_info info;
+	struct store_txn *t = NULL;
+	char path[4096];
+	struct stat sb;
+	int rc = store_begin(st, true, &t);
+
+	if (rc)
+		return rc;
+	rc = store_get_info(st, t, &info);
+	store_abort(t);
+	if (rc)
+		return rc;
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if (stat(path, &sb) != 0)
+		return -errno;
+	if ((uint64_t)sb.st_size < info.used_bytes && truncate(path, (off_t)info.used_bytes) != 0)
+		return -errno;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -226,6 +261,8 @@ main(int argc, char **argv)
 		double t0 = (bu_now_us() / 1e6);
 
 		rc = trim(st, trim_ms, &deleted);
+		if (!rc)
+			rc = cover_last_page(st, dir);
 		store_close(st);
 		if (rc) {
 			fprintf(stderr, "bulkload: trim: %s\n", sl_strerror(rc));
@@ -272,6 +309,8 @@ main(int argc, char **argv)
 	}
 	if (ids_out && fclose(ids_out) != 0)
 		rc = rc ? rc : -errno;
+	if (!rc)
+		rc = cover_last_page(st, dir);
 	store_close(st);
 	free(body);
 	if (rc) {

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "benchutil.h"
 
@@ -251,5 +252,18 @@ main(int argc, char **argv)
 	    "\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", (unsigned long long)c.requests,
 	    (unsigned long long)c.ok, (unsigned long long)c.errors, secs,
 	    (double)c.ok / secs, bu_lat_pct(&c.lat, 50), bu_lat_pct(&c.lat, 99));
+	for (int i = 0; i < conc; i++) {
+		if (!xs[i].easy)
+			continue;
+		curl_multi_remove_handle(c.multi, xs[i].easy); /* no-op if not added */
+		curl_easy_cleanup(xs[i].easy);
+	}
+	curl_multi_cleanup(c.multi);
+	curl_slist_free_all(c.headers);
+	curl_global_cleanup();
+	close(c.epfd);
+	free(xs);
+	free(c.lat.v);
+	free((char *)c.body);
 	return c.ok ? 0 : 1;
 }

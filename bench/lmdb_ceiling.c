@@ -8,10 +8,17 @@
  * The one bench program that includes lmdb.h itself (slowlane's own code
  * reaches LMDB only through store.c): it measures LMDB, not the store.
  *
- *   lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES]
+ *   lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES] [--schema]
  *
  * Default sync flags (a commit returns after fdatasync), keys are a big-endian
  * counter (appends, like slowlane's time-ordered ids), one unnamed database.
+ *
+ * --schema writes what one slowlane submit writes instead of one record: a
+ * ~100-byte job record and the body under a 21-byte key in two databases,
+ * three empty time-keyed index entries (ready, expiry, created) and a
+ * read-modify-write of a per-state counter, i.e. six B-trees per record.
+ * The gap between the two modes is what the schema costs a commit; the gap
+ * between --schema and the daemon is what everything else costs.
  * Prints one JSON line: {"txn":K,"records":N,"commits":C,"seconds":S,
  * "rate":R,"commit_p50_ms":..,"commit_p99_ms":..}.
  */
@@ -19,6 +26,7 @@
 
 #include <getopt.h>
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +36,8 @@
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES]\n");
+	fprintf(stderr, "usage: lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES] "
+	    "[--schema]\n");
 	exit(2);
 }
 
@@ -39,6 +48,40 @@ die(const char *what, int rc)
 	exit(1);
 }
 
+/* One slowlane submit's writes (see --schema), for record number k[8]. */
+static void
+put_schema(MDB_txn *txn, const MDB_dbi *db, const unsigned char *k, unsigned char *val,
+    size_t record)
+{
+	unsigned char id[21], tk[29], rec[100];
+	uint64_t counts[4] = { 0 };
+	MDB_val mk = { sizeof id, id }, mv, ck = { 6, "counts" };
+	int rc;
+
+	memcpy(id, k, 8); /* time-ordered prefix, then a fixed tail */
+	memset(id + 8, 'x', sizeof id - 8);
+	memcpy(tk, k, 8);
+	memcpy(tk + 8, id, sizeof id);
+	memset(rec, 'r', sizeof rec);
+	mv = (MDB_val){ sizeof rec, rec };
+	if ((rc = mdb_put(txn, db[0], &mk, &mv, 0)) != 0)
+		die("put job", rc);
+	mv = (MDB_val){ record, val };
+	if ((rc = mdb_put(txn, db[1], &mk, &mv, 0)) != 0)
+		die("put body", rc);
+	for (int i = 2; i <= 4; i++) {
+		MDB_val ik = { sizeof tk, tk }, iv = { 0, "" };
+		if ((rc = mdb_put(txn, db[i], &ik, &iv, 0)) != 0)
+			die("put index", rc);
+	}
+	if (mdb_get(txn, db[5], &ck, &mv) == 0 && mv.mv_size == sizeof counts)
+		memcpy(counts, mv.mv_data, sizeof counts);
+	counts[0]++;
+	mv = (MDB_val){ sizeof counts, counts };
+	if ((rc = mdb_put(txn, db[5], &ck, &mv, 0)) != 0)
+		die("put counts", rc);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -47,6 +90,7 @@ main(int argc, char **argv)
 		{ "txn", required_argument, NULL, 'k' },
 		{ "duration", required_argument, NULL, 't' },
 		{ "record", required_argument, NULL, 'r' },
+		{ "schema", no_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *dir = NULL;
@@ -54,7 +98,9 @@ main(int argc, char **argv)
 	double duration = 10;
 	struct bu_lat lat = { 0 };
 	MDB_env *env;
-	MDB_dbi dbi;
+	MDB_dbi dbi, sdb[6]; /* jobs, bodies, ready, expiry, created, meta */
+	static const char *names[6] = { "jobs", "bodies", "ready", "expiry", "created", "meta" };
+	bool schema = false;
 	MDB_txn *txn;
 	unsigned char *val;
 	uint64_t key = 0, commits = 0, t0, end, now;
@@ -66,6 +112,7 @@ main(int argc, char **argv)
 		case 'k': per_txn = strtoul(optarg, NULL, 10); break;
 		case 't': duration = strtod(optarg, NULL); break;
 		case 'r': record = strtoul(optarg, NULL, 10); break;
+		case 's': schema = true; break;
 		default: usage();
 		}
 	}
@@ -79,11 +126,18 @@ main(int argc, char **argv)
 		die("env_create", rc);
 	if ((rc = mdb_env_set_mapsize(env, 64ull << 30)) != 0)
 		die("set_mapsize", rc);
+	if ((rc = mdb_env_set_maxdbs(env, 8)) != 0)
+		die("set_maxdbs", rc);
 	if ((rc = mdb_env_open(env, dir, 0, 0600)) != 0) /* default: synced commits */
 		die(dir, rc);
 	if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, NULL, 0, &dbi)) != 0 || (rc = mdb_txn_commit(txn)) != 0)
+	    (rc = mdb_dbi_open(txn, NULL, 0, &dbi)) != 0)
 		die("dbi_open", rc);
+	for (int i = 0; schema && i < 6; i++)
+		if ((rc = mdb_dbi_open(txn, names[i], MDB_CREATE, &sdb[i])) != 0)
+			die("dbi_open", rc);
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		die("commit", rc);
 
 	t0 = now = bu_now_us();
 	end = t0 + (uint64_t)(duration * 1e6);
@@ -98,6 +152,10 @@ main(int argc, char **argv)
 
 			for (int b = 7; b >= 0; b--, x >>= 8)
 				k[b] = (unsigned char)x;
+			if (schema) {
+				put_schema(txn, sdb, k, val, record);
+				continue;
+			}
 			MDB_val mk = { sizeof k, k }, mv = { record, val };
 			if ((rc = mdb_put(txn, dbi, &mk, &mv, 0)) != 0)
 				die("put", rc);
@@ -111,8 +169,8 @@ main(int argc, char **argv)
 	mdb_env_close(env);
 	bu_lat_sort(&lat);
 	double secs = (double)(now - t0) / 1e6;
-	printf("{\"txn\":%lu,\"records\":%llu,\"commits\":%llu,\"seconds\":%.3f,\"rate\":%.0f,"
-	    "\"commit_p50_ms\":%.3f,\"commit_p99_ms\":%.3f}\n", per_txn,
+	printf("{\"schema\":%s,\"txn\":%lu,\"records\":%llu,\"commits\":%llu,\"seconds\":%.3f,\"rate\":%.0f,"
+	    "\"commit_p50_ms\":%.3f,\"commit_p99_ms\":%.3f}\n", schema ? "true" : "false", per_txn,
 	    (unsigned long long)key, (unsigned long long)commits, secs, (double)key / secs,
 	    bu_lat_pct(&lat, 50), bu_lat_pct(&lat, 99));
 	free(lat.v);
