@@ -42,6 +42,10 @@ describe(const struct policy_input *in, char *buf, size_t cap)
 		snprintf(buf, cap, "upstream timed out%s%.300s", detail ? ": " : "",
 		    detail ? detail : "");
 		break;
+	case POLICY_TOO_LARGE:
+		snprintf(buf, cap, "upstream answer larger than the response limit "
+		    "(--max-response)");
+		break;
 	case POLICY_HTTP:
 		if (in->http_status >= 200 && in->http_status < 300)
 			snprintf(buf, cap, "upstream returned HTTP %d with a body that is "
@@ -68,7 +72,9 @@ policy_decide(const struct policy *p, const struct policy_input *in, uint32_t ji
 		return;
 	}
 	describe(in, cause, sizeof cause);
-	if (in->fault != POLICY_HTTP)
+	if (in->fault == POLICY_TOO_LARGE)
+		retryable = false;
+	else if (in->fault != POLICY_HTTP)
 		retryable = true;
 	else if (in->http_status >= 200 && in->http_status < 300)
 		retryable = true; /* unparseable success: likely a broken proxy */

@@ -291,8 +291,7 @@ call_done(struct be_call *c, const struct be_result *r)
 		    (unsigned long long)s->o.upstream_timeout_ms);
 		break;
 	case BE_TOO_LARGE:
-		in.fault = POLICY_CONNECT;
-		snprintf(detail, sizeof detail, "response larger than the response limit");
+		in.fault = POLICY_TOO_LARGE;
 		break;
 	default:
 		in.fault = POLICY_CONNECT;

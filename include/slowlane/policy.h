@@ -24,6 +24,8 @@ enum policy_fault {
 	POLICY_HTTP = 0,   /* the upstream answered with a status */
 	POLICY_CONNECT,    /* could not connect, or the connection broke */
 	POLICY_TIMEOUT,    /* no complete answer within the upstream timeout */
+	POLICY_TOO_LARGE,  /* the answer passed the response cap: not retried,
+	                      the same request would only pay for it again */
 };
 
 struct policy_input {

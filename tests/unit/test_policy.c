@@ -43,6 +43,9 @@ main(void)
 	ok(d.action == POLICY_RETRY && strstr(d.message, "JSON"), "2xx non-JSON is retried");
 	d = decide(POLICY_CONNECT, 0, false, -1, 1);
 	ok(d.action == POLICY_RETRY && strstr(d.message, "connection"), "connect error retried");
+	d = decide(POLICY_TOO_LARGE, 200, false, -1, 1);
+	ok(d.action == POLICY_FAIL && strstr(d.message, "--max-response"),
+	    "an answer over the cap fails at once: %s", d.message);
 	d = decide(POLICY_TIMEOUT, 0, false, -1, 1);
 	ok(d.action == POLICY_RETRY && strstr(d.message, "timed out"), "timeout retried");
 	d = decide(POLICY_HTTP, 503, true, -1, 5);
