@@ -76,7 +76,7 @@ static const struct option_row options[] = {
 	{ "retention", T_DUR, F(retention_ms), 0, 0, 3650 * DAY, "DUR",
 	  "delete ended jobs this long after they finished (default 0: keep)" },
 	{ "conn-timeout", T_DUR, F(conn_timeout_ms), 0, MS(1), MS(3600), "DUR",
-	  "idle client connections are closed after this (default 60s)" },
+	  "idle client connections, and those whose request header is not\n\t  complete, are closed after this (default 60s)" },
 	{ "max-connections", T_UINT, F(max_connections), 0, 1, 1000000, "N",
 	  "simultaneous client connections (default 4096)" },
 	{ "max-body", T_BYTES, F(max_body), 0, 1024, (uint64_t)1 << 30, "BYTES",

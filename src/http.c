@@ -7,6 +7,14 @@
  * once leaves its connection suspended; http_reply() queues the request on
  * `resume`, and the ev_prepare watcher resumes those connections and runs
  * MHD before the loop blocks again.
+ *
+ * Header deadline: MHD's connection timeout is an idle timeout, reset by
+ * every byte, so a client trickling its header a byte at a time would hold
+ * a connection slot for ever (slowloris). Every connection is therefore on
+ * the `waiting` list, oldest first, from the moment it opens (and again
+ * after each answered request) until a request's header is complete; one
+ * timer, armed for the oldest, shuts down those that took longer than the
+ * connection timeout, and MHD then closes them as it would any dead peer.
  */
 #include "config.h"
 
@@ -15,6 +23,7 @@
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "slowlane/common.h"
@@ -26,12 +35,23 @@
 #define RUN_MAX_MS 250
 #define DISCARD_MAX ((uint64_t)64 << 20) /* over-limit bytes read before a 413 */
 
+/* One TCP connection (MHD's socket context). */
+struct http_conn {
+	struct http_conn *prev, *next; /* on srv->waiting while `waiting` */
+	ev_tstamp since;   /* began waiting for a header (loop time) */
+	MHD_socket fd;
+	bool waiting;
+};
+
 struct http_server {
 	struct ev_loop *loop;
 	struct MHD_Daemon *mhd;
 	ev_io io;          /* MHD's epoll fd */
 	ev_timer timer;    /* MHD's timeout */
 	ev_prepare prep;   /* resumes answered requests */
+	ev_timer header_timer; /* the oldest waiting connection's deadline */
+	struct http_conn *wait_head, *wait_tail; /* oldest first */
+	bool stopping;     /* http_stop runs: arm no timer */
 	const struct http_route *routes;
 	size_t n_routes;
 	void *ctx;
@@ -54,7 +74,7 @@ struct http_req {
 	const char *method, *path; /* MHD's, valid for the request */
 	struct sl_buf body;
 	bool too_big;
-	bool bad_request;          /* malformed at the HTTP level */
+	const char *bad_request;   /* malformed at the HTTP level: why */
 	enum req_phase phase;
 	const char *captures[HTTP_MAX_CAPTURES];
 	char *path_copy;           /* captures point into this */
@@ -344,6 +364,101 @@ stream_body(struct http_req *r, const char *data, size_t len)
 		r->stop_parts = true;
 }
 
+/* ---- header deadline ---- */
+
+static void
+wait_unlink(struct http_server *srv, struct http_conn *hc)
+{
+	if (!hc->waiting)
+		return;
+	*(hc->prev ? &hc->prev->next : &srv->wait_head) = hc->next;
+	*(hc->next ? &hc->next->prev : &srv->wait_tail) = hc->prev;
+	hc->prev = hc->next = NULL;
+	hc->waiting = false;
+}
+
+/* Arms the timer for the oldest waiting connection unless it runs already:
+ * firing early for a connection that left the list meanwhile is harmless. */
+static void
+wait_arm(struct http_server *srv)
+{
+	ev_tstamp due;
+
+	if (!srv->wait_head || srv->stopping || ev_is_active(&srv->header_timer))
+		return;
+	due = srv->wait_head->since + srv->o.conn_timeout_s - ev_now(srv->loop);
+	ev_timer_set(&srv->header_timer, due > 0.01 ? due : 0.01, 0.);
+	ev_timer_start(srv->loop, &srv->header_timer);
+}
+
+static void
+wait_append(struct http_server *srv, struct http_conn *hc)
+{
+	wait_unlink(srv, hc);
+	hc->since = ev_now(srv->loop);
+	hc->prev = srv->wait_tail;
+	*(srv->wait_tail ? &srv->wait_tail->next : &srv->wait_head) = hc;
+	srv->wait_tail = hc;
+	hc->waiting = true;
+	wait_arm(srv);
+}
+
+static struct http_conn *
+conn_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+static void
+header_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct http_server *srv = SL_CONTAINER_OF(w, struct http_server, header_timer);
+	ev_tstamp limit = ev_now(loop) - srv->o.conn_timeout_s;
+	struct http_conn *hc;
+	unsigned cut = 0;
+
+	while ((hc = srv->wait_head) && hc->since <= limit) {
+		wait_unlink(srv, hc);
+		/* MHD reads end-of-file next and closes the connection. */
+		shutdown(hc->fd, SHUT_RDWR);
+		cut++;
+	}
+	if (cut)
+		log_debug("http: closed %u connection(s) that sent no complete header in %u s",
+		    cut, srv->o.conn_timeout_s);
+	wait_arm(srv);
+	if (cut)
+		http_run(srv);
+}
+
+static void
+notify_conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+	struct http_server *srv = cls;
+	struct http_conn *hc = *socket_context;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+		hc = calloc(1, sizeof *hc);
+		if (!hc || !ci) {
+			free(hc); /* no deadline for this one; the idle timeout stays */
+			return;
+		}
+		hc->fd = ci->connect_fd;
+		*socket_context = hc;
+		wait_append(srv, hc);
+	} else if (hc) {
+		wait_unlink(srv, hc);
+		free(hc);
+		*socket_context = NULL;
+	}
+}
+
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result
@@ -365,6 +480,9 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		r->path = url;
 		sl_buf_init(&r->body, srv->o.max_body);
 		*con_cls = r;
+		struct http_conn *hc = conn_of(conn);
+		if (hc)
+			wait_unlink(srv, hc); /* the header is complete */
 		route_find(r);
 		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
 		    MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -383,7 +501,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url, const char *m
 		}
 		if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 &&
 		    !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)) {
-			r->bad_request = true; /* RFC 9112 3.2: 400, after the body */
+			/* RFC 9112 3.2: 400, after the body */
+			r->bad_request = "An HTTP/1.1 request needs a Host header.";
 		}
 		return MHD_YES;
 	}
@@ -408,7 +527,7 @@ answer:
 			simple_error(r, 413, "invalid_request_error", "request_too_large", msg);
 		} else if (r->bad_request) {
 			simple_error(r, 400, "invalid_request_error", "bad_request",
-			    "An HTTP/1.1 request needs a Host header.");
+			    r->bad_request);
 		} else {
 			dispatch(r);
 		}
@@ -429,8 +548,13 @@ static void
 completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     enum MHD_RequestTerminationCode toe)
 {
+	struct http_server *srv = cls;
 	struct http_req *r = *con_cls;
+	struct http_conn *hc;
 
+	/* Kept alive: the next request's header is due within the timeout. */
+	if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && (hc = conn_of(conn)))
+		wait_append(srv, hc);
 	if (!r)
 		return;
 	if (r->cleanup)
@@ -537,6 +661,7 @@ http_start(struct ev_loop *loop, const struct http_opts *o, const struct http_ro
 	srv->mhd = MHD_start_daemon(flags, o->port, NULL, NULL, access_cb, srv,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, srv,
+	    MHD_OPTION_NOTIFY_CONNECTION, notify_conn_cb, srv,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout_s,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->conn_limit,
 	    MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
@@ -560,6 +685,7 @@ http_start(struct ev_loop *loop, const struct http_opts *o, const struct http_ro
 	ev_io_start(loop, &srv->io);
 	ev_timer_init(&srv->timer, timer_cb, 0., 0.);
 	ev_prepare_init(&srv->prep, prepare_cb);
+	ev_timer_init(&srv->header_timer, header_timer_cb, 0., 0.);
 	ev_prepare_start(loop, &srv->prep);
 	arm_timer(srv);
 	*out = srv;
@@ -597,7 +723,9 @@ http_stop(struct http_server *srv)
 	prepare_cb(srv->loop, &srv->prep, 0);
 	ev_io_stop(srv->loop, &srv->io);
 	ev_timer_stop(srv->loop, &srv->timer);
+	srv->stopping = true;
+	ev_timer_stop(srv->loop, &srv->header_timer);
 	ev_prepare_stop(srv->loop, &srv->prep);
-	MHD_stop_daemon(srv->mhd);
+	MHD_stop_daemon(srv->mhd); /* closes every connection: frees their http_conn */
 	free(srv);
 }

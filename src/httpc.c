@@ -52,7 +52,9 @@ struct xfer {
 	struct curl_slist *headers;
 	struct sl_buf resp;
 	int64_t retry_after_ms;
+	size_t sent;      /* bytes of req->body handed to curl so far */
 	bool refused;
+	bool no_resend;   /* curl wanted to send the body a second time */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -137,6 +139,37 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	if (sl_buf_append(&x->resp, data, size * nmemb))
 		return 0;
 	return size * nmemb;
+}
+
+/* The body goes through a read callback, not CURLOPT_POSTFIELDS, for one
+ * reason: when a reused keep-alive connection turns out closed before any
+ * answer, libcurl resends the request on a fresh connection by itself, and
+ * the upstream (which may have read the first copy) runs the job twice
+ * behind our attempt count. To resend, curl must rewind the body through
+ * seek_cb; refusing makes the transfer fail with CURLE_SEND_FAIL_REWIND,
+ * and the scheduler retries it as a counted attempt, with backoff. */
+static size_t
+read_cb(char *buf, size_t size, size_t nitems, void *userp)
+{
+	struct xfer *x = userp;
+	size_t n = x->req->body_len - x->sent;
+
+	if (n > size * nitems)
+		n = size * nitems;
+	memcpy(buf, x->req->body + x->sent, n);
+	x->sent += n;
+	return n;
+}
+
+static int
+seek_cb(void *userp, curl_off_t offset, int origin)
+{
+	struct xfer *x = userp;
+
+	if (origin == SEEK_SET && offset == 0 && x->sent == 0)
+		return CURL_SEEKFUNC_OK; /* nothing went out yet */
+	x->no_resend = true;
+	return CURL_SEEKFUNC_FAIL;
 }
 
 static size_t
@@ -262,6 +295,8 @@ check_done(struct httpc *c)
 		res.body_len = x->resp.len;
 		res.retry_after_ms = x->retry_after_ms;
 		res.detail = x->refused ? "target address is not allowed (private or loopback)"
+		    : x->no_resend ? "connection closed before any answer (the request may "
+		      "have been received; not resent within this attempt)"
 		    : x->errbuf[0] ? x->errbuf : curl_easy_strerror(msg->data.result);
 		req->impl = NULL;
 		req->done(req, &res);
@@ -288,8 +323,11 @@ httpc_start(struct httpc *c, struct httpc_req *r)
 		goto fail;
 	curl_easy_setopt(x->easy, CURLOPT_URL, r->url);
 	curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, r->body);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+	curl_easy_setopt(x->easy, CURLOPT_READFUNCTION, read_cb);
+	curl_easy_setopt(x->easy, CURLOPT_READDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_SEEKFUNCTION, seek_cb);
+	curl_easy_setopt(x->easy, CURLOPT_SEEKDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);

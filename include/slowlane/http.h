@@ -44,7 +44,8 @@ struct http_opts {
 	size_t max_body;         /* larger bodies get 413 */
 	size_t max_upload;       /* the same for streamed (part) routes */
 	unsigned conn_limit;     /* simultaneous connections */
-	unsigned conn_timeout_s; /* idle connections are closed after this */
+	unsigned conn_timeout_s; /* idle connections, and those whose request
+	                          * header is not complete, are closed after this */
 };
 
 /* Starts listening. `routes` must outlive the server; `ctx` is passed to

@@ -209,3 +209,24 @@ test('responsive while every upstream call hangs', { timeout: 120000 }, async (t
   assert.ok(f.submit_p99_ms < 500 && f.submit_max_ms < 2000, `submit latency ${JSON.stringify(f)}`);
   assert.ok(f.poll_p99_ms < 500 && f.poll_max_ms < 2000, `poll latency ${JSON.stringify(f)}`);
 });
+
+test('the upstream sees at most --max-attempts calls per job, even when reused connections drop', { timeout: 60000 }, async () => {
+  // When the upstream closes a reused keep-alive connection without
+  // answering, libcurl would resend the POST by itself, behind the attempt
+  // count (4 or 5 calls for 3 attempts, 8 seen once). httpc refuses the
+  // rewind, so each resend is a counted attempt. Ordinary and "drop" jobs
+  // interleaved on one upstream, so connections are reused.
+  const fsrv = await startFaultServer();
+  const d = await startDaemon({ upstream: fsrv.url, args: ['--retry-base', '100ms', '--max-attempts', String(MAX)] });
+  const jobs = [];
+  for (let k = 0; k < 6; k++)
+    for (const tag of ['', ' [fault:drop]']) {
+      const text = `${uniq('drop')}${tag}`;
+      jobs.push([text, await submitOk(d.base, '/v1/async/chat/completions', chatBody(text))]);
+    }
+  const gens = await waitAll(d.base, jobs.map((j) => j[1]), { timeoutMs: 30000 });
+  const over = jobs.filter(([text]) => text.includes('drop') && fsrv.calls.get(text) > MAX)
+    .map(([text, id]) => `${id}: ${fsrv.calls.get(text)} calls, record says "${gens.get(id).stateMessage.slice(0, 40)}"`);
+  await fsrv.close();
+  assert.deepEqual(over, []);
+});
