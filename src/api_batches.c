@@ -129,6 +129,24 @@ bad(struct http_req *r, const char *param, const char *code, const char *msg)
 	return -1;
 }
 
+/* Finds `tenant`'s registration for `url` (its secret signs the batch's
+ * deliveries). */
+struct hook_match {
+	const char *tenant, *url;
+	char id[WEBHOOK_ID_LEN + 1];
+};
+
+static int
+hook_match_one(void *arg, const struct webhook *w)
+{
+	struct hook_match *m = arg;
+
+	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0)
+		return 0;
+	snprintf(m->id, sizeof m->id, "%s", w->id);
+	return 1;
+}
+
 /* Checks the create body; on success fills the new record into *out. */
 static int
 build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t **out)
@@ -138,6 +156,7 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	    "metadata"), *wh = json_object_get(in, "webhook_url");
 	struct store_txn *t = NULL;
 	struct sl_file f;
+	struct hook_match hook = { .tenant = tenant, .url = json_string_value(wh) };
 	char id[BATCH_ID_LEN + 1], why[200];
 	uint64_t now = sl_wall_ms();
 	int rc;
@@ -172,8 +191,10 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)
 		rc = files_get(t, json_string_value(fid), &f);
+	if (rc == 0 && hook.url && (rc = webhook_list(t, hook_match_one, &hook)) > 0)
+		rc = 0; /* found: the scan stopped */
 	store_abort(t);
-	if (rc == 0 && strcmp(f.tenant, tenant) != 0)
+	if (rc == 0 && (strcmp(f.tenant, tenant) != 0 || files_expired(&f, sl_wall_ms())))
 		rc = SL_ENOTFOUND;
 	if (rc == SL_ENOTFOUND)
 		return bad(r, "input_file_id", "file_not_found", "No such input file.");
@@ -184,13 +205,19 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	if (strcmp(f.purpose, "batch") != 0)
 		return bad(r, "input_file_id", "invalid_file",
 		    "The input file must have been uploaded with purpose \"batch\".");
+	/* Every delivery is signed: with the secret of the key's registration
+	 * for this URL, as OpenAI signs with the endpoint's secret. */
+	if (hook.url && !hook.id[0])
+		return bad(r, "webhook_url", "webhook_not_registered", "'webhook_url' is not a "
+		    "registered webhook of this key: register it first (POST /v1/webhooks, or "
+		    "slowlanectl webhook add) to get the secret its deliveries are signed with.");
 	if (batch_new_id(id) != 0) {
 		api_reply_err(r, 503, "server_error", NULL, NULL, "No randomness for an id.");
 		return -1;
 	}
 	*out = json_pack("{s:s, s:s, s:s, s:n, s:s, s:s, s:s, s:n, s:n, s:I, s:n, s:I, s:n, "
 	    "s:n, s:n, s:n, s:n, s:n, s:{s:i, s:i, s:i}, s:O, s:n, "
-	    "s:{s:i, s:i, s:i, s:{s:i}, s:{s:i}}, s:s, s:I, s:s, s:s}",
+	    "s:{s:i, s:i, s:i, s:{s:i}, s:{s:i}}, s:s, s:I, s:s, s:s, s:s}",
 	    "id", id, "object", "batch", "endpoint", json_string_value(ep), "errors",
 	    "input_file_id", f.id, "completion_window", "24h", "status", "validating",
 	    "output_file_id", "error_file_id", "created_at", (json_int_t)(now / 1000),
@@ -201,7 +228,8 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	    "usage", "input_tokens", 0, "output_tokens", 0, "total_tokens", 0,
 	    "input_tokens_details", "cached_tokens", 0, "output_tokens_details",
 	    "reasoning_tokens", 0, "_tenant", tenant, "_created_ms", (json_int_t)now,
-	    "_phase", "validate", "_webhook_url", json_is_string(wh) ? json_string_value(wh) : "");
+	    "_phase", "validate", "_webhook_url", json_is_string(wh) ? json_string_value(wh) : "",
+	    "_webhook_id", hook.id);
 	if (!*out) {
 		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
 		return -1;

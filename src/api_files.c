@@ -34,10 +34,8 @@ struct upload {
 	struct http_req *req;
 	char tmp[4096];
 	int fd;
-	bool have_file, not_jsonl, write_failed;
-	bool at_line_start;   /* no non-space byte yet on this line */
-	char last;            /* last non-space byte of the current line */
-	uint64_t bad_line;    /* first line that is not a JSON object */
+	bool have_file, write_failed;
+	struct files_jsonl scan; /* are the bytes JSONL? */
 	struct sl_sha256 *hash;
 	char purpose[FIELD_MAX], anchor[FIELD_MAX], seconds[FIELD_MAX];
 	char idem[IDEM_KEY_MAX + 1], digest[65];
@@ -65,35 +63,6 @@ upload_free(void *p)
 	free(u);
 }
 
-/* Tracks whether the bytes so far form JSON-object lines: each non-blank
- * line starts with '{' and ends with '}'. Full JSON is checked when a batch
- * validates the file; this catches a wrong file at upload. */
-static void
-scan_jsonl(struct upload *u, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n && !u->not_jsonl; i++) {
-		char c = p[i];
-		if (c == '\n') {
-			if (!u->at_line_start && u->last != '}')
-				u->not_jsonl = true;
-			else if (!u->at_line_start)
-				u->f.lines++;
-			u->at_line_start = true;
-			if (u->not_jsonl)
-				u->bad_line = u->f.lines + 1;
-			continue;
-		}
-		if (c == ' ' || c == '\t' || c == '\r')
-			continue;
-		if (u->at_line_start && c != '{') {
-			u->not_jsonl = true;
-			u->bad_line = u->f.lines + 1;
-		}
-		u->at_line_start = false;
-		u->last = c;
-	}
-}
-
 static void
 append_field(char *dst, const char *data, size_t len)
 {
@@ -118,7 +87,7 @@ upload_of(struct http_req *r, struct api *a)
 	u->fd = -1;
 	u->a = a;
 	u->req = r;
-	u->at_line_start = true;
+	files_jsonl_init(&u->scan);
 	http_req_set_data(r, u);
 	http_req_set_cleanup(r, upload_free);
 	return u;
@@ -165,7 +134,7 @@ api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *
 				return 1;
 			}
 			sl_sha256_update(u->hash, data, (size_t)n);
-			scan_jsonl(u, data, (size_t)n);
+			files_jsonl_feed(&u->scan, data, (size_t)n);
 			u->f.bytes += (uint64_t)n;
 			data += n;
 			len -= (size_t)n;
@@ -236,6 +205,7 @@ api_h_file_upload(struct http_req *r, void *ctx)
 	char tenant[JOB_TENANT_LEN + 1], msg[200];
 	const char *key = http_req_header(r, "Idempotency-Key");
 	uint64_t now = sl_wall_ms(), secs = 0;
+	bool jsonl;
 
 	if (!api_authenticate(a, r, tenant))
 		return;
@@ -261,16 +231,14 @@ api_h_file_upload(struct http_req *r, void *ctx)
 		    "'purpose' must be \"batch\" (or \"user_data\").");
 		return;
 	}
+	jsonl = files_jsonl_end(&u->scan);
+	u->f.lines = u->scan.lines;
 	if (strcmp(u->purpose, "batch") == 0) {
-		if (!u->at_line_start && u->last != '}')
-			u->not_jsonl = true, u->bad_line = u->f.lines + 1;
-		else if (!u->at_line_start)
-			u->f.lines++; /* a last line without '\n' */
-		if (u->not_jsonl || u->f.lines == 0) {
-			snprintf(msg, sizeof msg, u->f.lines == 0 && !u->not_jsonl
+		if (!jsonl) {
+			snprintf(msg, sizeof msg, !u->scan.bad_line
 			    ? "The file is empty: a batch input is JSONL, one request per line."
 			    : "The file is not JSONL: line %llu is not a JSON object.",
-			    (unsigned long long)u->bad_line);
+			    (unsigned long long)u->scan.bad_line);
 			api_reply_err(r, 400, "invalid_request_error", "file", "invalid_file_format",
 			    msg);
 			return;
@@ -333,8 +301,8 @@ load_file(struct api *a, struct http_req *r, struct sl_file *f)
 	if (rc == 0)
 		rc = files_get(t, http_req_capture(r, 0), f);
 	store_abort(t);
-	if (rc == 0 && strcmp(f->tenant, tenant) != 0)
-		rc = SL_ENOTFOUND;
+	if (rc == 0 && (strcmp(f->tenant, tenant) != 0 || files_expired(f, sl_wall_ms())))
+		rc = SL_ENOTFOUND; /* an expired file is gone; the sweep deletes it */
 	if (rc == SL_ENOTFOUND) {
 		api_reply_err(r, 404, "invalid_request_error", "file_id", "file_not_found",
 		    "No such file.");
@@ -464,7 +432,7 @@ api_h_file_list(struct http_req *r, void *ctx)
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)
 		rc = files_list(t, tenant, after, order && strcmp(order, "asc") == 0,
-		    purpose ? purpose : "", limit, out, &n, &more);
+		    purpose ? purpose : "", sl_wall_ms(), limit, out, &n, &more);
 	store_abort(t);
 	if (rc == SL_ENOTFOUND) {
 		api_reply_err(r, 400, "invalid_request_error", "after", "invalid_value",

@@ -18,6 +18,11 @@
  *   finalize  stream the lines into output and error files, then one op
  *             publishes both (fsync, rename) with their records and the
  *             final status, and queues the batch's webhook event.
+ *
+ * Files past their expires_at (--file-ttl, or expires_after at upload) are
+ * gone for the API at once (files_expired); once a minute, and at start,
+ * the engine deletes their records and then their bytes, except the input
+ * file of a batch that is still active (it goes at the next sweep after).
  */
 #include "config.h"
 
@@ -42,6 +47,8 @@
 #define EXPAND_CHUNK 256
 #define SCAN_CHUNK 512
 #define MAX_WORKS 4          /* batches advanced at once (memory bound) */
+#define FILE_SWEEP_TICKS 60  /* expired files deleted once a minute */
+#define FILE_SWEEP_MAX 64    /* files deleted per sweep op */
 
 enum phase { PH_VALIDATE, PH_EXPAND, PH_RUN, PH_CANCEL, PH_FINALIZE, PH_DONE, PH_COUNT };
 
@@ -113,6 +120,8 @@ struct batchrun {
 	struct work *works;
 	unsigned n_works;
 	bool stopped;
+	bool sweeping;          /* a file sweep op is with the writer */
+	unsigned ticks;
 };
 
 static void work_free(struct work *w);
@@ -273,11 +282,14 @@ submit(struct work *w, struct step_op *s)
 	writer_submit(w->br->wr, &s->op);
 }
 
-/* Queues the batch.<status> event if the batch has a webhook_url. */
+/* Queues the batch.<status> event if the batch has a webhook_url: to the
+ * registration found at create (signed with its secret), or, for a batch
+ * of an older store without one, to the bare URL. */
 static int
 batch_event(struct store_txn *t, json_t *b, const char *status, uint64_t now_ms)
 {
 	const char *url = json_string_value(json_object_get(b, "_webhook_url"));
+	const char *hook = json_string_value(json_object_get(b, "_webhook_id"));
 	const char *id = json_string_value(json_object_get(b, "id"));
 	char evt[EVENT_ID_LEN + 1], type[40], *s;
 	json_t *o;
@@ -295,7 +307,8 @@ batch_event(struct store_txn *t, json_t *b, const char *status, uint64_t now_ms)
 	json_decref(o);
 	if (!s)
 		return -ENOMEM;
-	rc = event_enqueue(t, evt, type, NULL, id, url, s, strlen(s), now_ms);
+	rc = event_enqueue(t, evt, type, hook && *hook ? hook : NULL, id, url, s, strlen(s),
+	    now_ms);
 	free(s);
 	return rc;
 }
@@ -1020,10 +1033,114 @@ batchrun_kick(struct batchrun *br)
 		ev_idle_start(br->loop, &br->idle);
 }
 
+/* ---- expired files ---- */
+
+struct sweep_op {
+	struct wr_op op;
+	struct batchrun *br;
+	size_t n;
+	struct sl_file f[FILE_SWEEP_MAX];
+	bool deleted[FILE_SWEEP_MAX]; /* this op removed the record */
+};
+
+struct input_ctx {
+	struct store_txn *t;
+	const char *file_id;
+	bool used;
+};
+
+static int
+input_one(void *arg, const char *id)
+{
+	struct input_ctx *c = arg;
+	json_t *b;
+
+	if (batch_get(c->t, id, &b) != 0)
+		return 0;
+	c->used = strcmp(json_string_value(json_object_get(b, "input_file_id")) ?: "",
+	    c->file_id) == 0;
+	json_decref(b);
+	return c->used;
+}
+
+static int
+sweep_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
+
+	for (size_t i = 0; i < s->n; i++) {
+		struct input_ctx c = { .t = t, .file_id = s->f[i].id };
+		int rc;
+
+		s->deleted[i] = false; /* outputs reset: the batch may be applied again */
+		if (batch_active_list(t, input_one, &c) != 0 || c.used)
+			continue;
+		rc = files_delete(t, &s->f[i]);
+		if (rc == SL_ENOTFOUND)
+			continue; /* deleted through the API meanwhile */
+		if (rc)
+			return rc;
+		s->deleted[i] = true;
+	}
+	return 0;
+}
+
+static void
+sweep_done(struct wr_op *op)
+{
+	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
+	char path[4096];
+	size_t n = 0;
+
+	s->br->sweeping = false;
+	for (size_t i = 0; !op->rc && i < s->n; i++) {
+		if (!s->deleted[i])
+			continue;
+		/* The record is gone: the bytes can go (a crash in between
+		 * leaves an orphan file, never a record without bytes). */
+		files_path(s->br->data_dir, s->f[i].id, path, sizeof path);
+		unlink(path);
+		n++;
+	}
+	if (op->rc)
+		log_warn("batch: deleting expired files failed: %s", sl_strerror(op->rc));
+	else if (n)
+		log_info("batch: deleted %zu expired file%s", n, n == 1 ? "" : "s");
+	free(s);
+}
+
+static void
+sweep_files(struct batchrun *br)
+{
+	struct store_txn *t = NULL;
+	struct sweep_op *s;
+	int rc;
+
+	if (br->sweeping || br->stopped || !(s = calloc(1, sizeof *s)))
+		return;
+	rc = store_begin(br->st, true, &t);
+	if (rc == 0)
+		rc = files_expired_scan(t, sl_wall_ms(), s->f, FILE_SWEEP_MAX, &s->n);
+	store_abort(t);
+	if (rc || s->n == 0) {
+		free(s);
+		return;
+	}
+	s->br = br;
+	s->op.apply = sweep_apply;
+	s->op.done = sweep_done;
+	br->sweeping = true;
+	writer_submit(br->wr, &s->op);
+}
+
 static void
 tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	batchrun_kick(SL_CONTAINER_OF(w, struct batchrun, tick));
+	struct batchrun *br = SL_CONTAINER_OF(w, struct batchrun, tick);
+
+	if (br->ticks++ % FILE_SWEEP_TICKS == 0)
+		sweep_files(br);
+	batchrun_kick(br);
 }
 
 int

@@ -174,6 +174,7 @@ files_delete(struct store_txn *t, const struct sl_file *f)
 struct list_ctx {
 	struct store_txn *t;
 	const char *tenant, *purpose;
+	uint64_t now_ms;
 	size_t limit, n;
 	struct sl_file *out;
 	bool has_more;
@@ -192,7 +193,7 @@ list_one(void *arg, const void *key, size_t klen, const void *data, size_t len)
 	    (const char *)key + JOB_TENANT_LEN + 8);
 	if (files_get(l->t, id, &f) != 0)
 		return 0;
-	if (l->purpose[0] && strcmp(f.purpose, l->purpose) != 0)
+	if ((l->purpose[0] && strcmp(f.purpose, l->purpose) != 0) || files_expired(&f, l->now_ms))
 		return 0;
 	if (l->n == l->limit) {
 		l->has_more = true;
@@ -204,11 +205,12 @@ list_one(void *arg, const void *key, size_t klen, const void *data, size_t len)
 
 int
 files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
-    const char *purpose, size_t limit, struct sl_file *out, size_t *n, bool *has_more)
+    const char *purpose, uint64_t now_ms, size_t limit, struct sl_file *out, size_t *n,
+    bool *has_more)
 {
 	unsigned char from[INDEX_KEY_MAX], padded[JOB_TENANT_LEN];
 	struct list_ctx l = { .t = t, .tenant = (const char *)padded, .purpose = purpose,
-		.limit = limit, .out = out };
+		.now_ms = now_ms, .limit = limit, .out = out };
 	size_t flen;
 	int rc;
 
@@ -240,4 +242,80 @@ files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
 	*n = l.n;
 	*has_more = l.has_more;
 	return rc < 0 ? rc : 0;
+}
+
+struct expired_ctx {
+	uint64_t now_ms;
+	struct sl_file *out;
+	size_t cap, n;
+};
+
+static int
+expired_one(void *arg, const void *key, size_t klen, const void *data, size_t len)
+{
+	struct expired_ctx *e = arg;
+	char id[FILE_ID_MAX + 1];
+	struct sl_file f;
+
+	if (klen == 0 || klen > FILE_ID_MAX)
+		return 0;
+	memcpy(id, key, klen);
+	id[klen] = '\0';
+	if (decode(id, data, len, &f) != 0 || !files_expired(&f, e->now_ms))
+		return 0; /* a damaged record is for `slowlanectl check`, not us */
+	e->out[e->n++] = f;
+	return e->n == e->cap;
+}
+
+int
+files_expired_scan(struct store_txn *t, uint64_t now_ms, struct sl_file *out, size_t cap,
+    size_t *n)
+{
+	struct expired_ctx e = { .now_ms = now_ms, .out = out, .cap = cap };
+	int rc = cap ? store_table_scan(t, STORE_T_FILES, "", 0, expired_one, &e) : 0;
+
+	*n = e.n;
+	return rc > 0 ? 0 : rc; /* > 0: the scan stopped at `cap` */
+}
+
+void
+files_jsonl_init(struct files_jsonl *s)
+{
+	memset(s, 0, sizeof *s);
+	s->at_line_start = true;
+}
+
+void
+files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n && !s->bad_line; i++) {
+		char c = p[i];
+		if (c == '\n') {
+			if (!s->at_line_start && s->last != '}')
+				s->bad_line = s->lines + 1;
+			else if (!s->at_line_start)
+				s->lines++;
+			s->at_line_start = true;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || c == '\r')
+			continue;
+		if (s->at_line_start && c != '{')
+			s->bad_line = s->lines + 1;
+		s->at_line_start = false;
+		s->last = c;
+	}
+}
+
+bool
+files_jsonl_end(struct files_jsonl *s)
+{
+	if (!s->bad_line && !s->at_line_start) {
+		if (s->last != '}')
+			s->bad_line = s->lines + 1;
+		else
+			s->lines++; /* a last line without '\n' */
+		s->at_line_start = true;
+	}
+	return !s->bad_line && s->lines > 0;
 }

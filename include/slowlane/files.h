@@ -29,6 +29,24 @@ struct sl_file {
 	char purpose[32];            /* "batch", "batch_output", ... */
 };
 
+/* Whether an upload's bytes, seen in pieces, are JSON-object lines: each
+ * non-blank line starts with '{' and ends with '}' (full JSON is checked
+ * when a batch validates the file; this catches a wrong file at upload).
+ * Pure: no I/O. Start with files_jsonl_init, feed every piece in order,
+ * then files_jsonl_end. */
+struct files_jsonl {
+	uint64_t lines;       /* complete non-blank lines so far */
+	uint64_t bad_line;    /* 1-based first line that is not an object; 0 = none */
+	bool at_line_start;   /* no non-space byte yet on this line */
+	char last;            /* last non-space byte of the current line */
+};
+
+void files_jsonl_init(struct files_jsonl *s);
+void files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n);
+/* Accounts for a last line without '\n'. Returns true if every line is an
+ * object and there is at least one. */
+bool files_jsonl_end(struct files_jsonl *s);
+
 /* A fresh id "file-<24 random>". Returns 0 or -errno. */
 int files_new_id(char out[FILE_ID_MAX + 1]);
 /* <dir>/files/<id> into out[cap]. */
@@ -40,7 +58,16 @@ int files_init_dir(const char *data_dir);
  * after success finds the file in place and returns 0. */
 int files_publish(const char *data_dir, int fd, const char *tmp_path, const char *id);
 
-/* Record and index. get: 0, SL_ENOTFOUND, SL_ECORRUPT. */
+/* True once `f` has expired at `now_ms` (Unix ms): the API then treats it
+ * as gone, and the batch engine's sweep deletes it. */
+static inline bool
+files_expired(const struct sl_file *f, uint64_t now_ms)
+{
+	return f->expires_s != 0 && f->expires_s * 1000 <= now_ms;
+}
+
+/* Record and index. get: 0, SL_ENOTFOUND, SL_ECORRUPT. get returns expired
+ * files too (the caller decides, with files_expired). */
 int files_put(struct store_txn *t, const struct sl_file *f);
 int files_get(struct store_txn *t, const char *id, struct sl_file *out);
 int files_delete(struct store_txn *t, const struct sl_file *f);
@@ -49,9 +76,18 @@ int files_delete(struct store_txn *t, const struct sl_file *f);
 json_t *files_json(const struct sl_file *f);
 
 /* Lists `tenant`'s files, newest first (or oldest with `asc`), strictly
- * after file `after` (NULL = from the start), `purpose` ("" = any). Fills
- * at most `limit` into out[] and sets *has_more exactly. */
+ * after file `after` (NULL = from the start), `purpose` ("" = any), none
+ * expired at `now_ms`. Fills at most `limit` into out[] and sets *has_more
+ * exactly. */
 int files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
-    const char *purpose, size_t limit, struct sl_file *out, size_t *n, bool *has_more);
+    const char *purpose, uint64_t now_ms, size_t limit, struct sl_file *out, size_t *n,
+    bool *has_more);
+
+/* Up to `cap` files of any tenant expired at `now_ms`, into out[] (*n of
+ * them). Walks every file record: O(files), which is O(batches), never
+ * O(jobs); the batch engine runs it once a minute. Returns 0 or a store
+ * error. */
+int files_expired_scan(struct store_txn *t, uint64_t now_ms, struct sl_file *out, size_t cap,
+    size_t *n);
 
 #endif

@@ -24,7 +24,8 @@ struct http_server;
 
 typedef void (*http_handler_fn)(struct http_req *r, void *ctx);
 /* Receives a multipart/form-data (or urlencoded) body as it arrives, one
- * chunk of one field at a time (`filename` NULL for plain fields). Return
+ * chunk of one field at a time (`field` never NULL: nameless parts are
+ * skipped; `filename` NULL for plain fields). Return
  * non-zero to stop receiving (the handler still runs at the end). */
 typedef int (*http_part_fn)(struct http_req *r, void *ctx, const char *field,
     const char *filename, const char *data, size_t len);

@@ -16,6 +16,7 @@ import { pick, figures, rawHttp, rawJson, rssKiB, openFds, uniq } from './tlib.m
 
 const SUBMIT = 'POST /v1/async/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n';
 const post = (s) => `${SUBMIT}Content-Length: ${Buffer.byteLength(s, 'latin1')}\r\n\r\n${s}`;
+const upload = (body) => `POST /v1/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: ${Buffer.byteLength(body, 'latin1')}\r\n\r\n${body}`;
 const msgBody = (content) => `{"model":"m","messages":[{"role":"user","content":"${content}"}]}`;
 
 // [name, raw request (latin1), expected statuses, error code expected in a JSON error object (or null)]
@@ -50,6 +51,8 @@ const CASES = [
   ['Expect: 100-continue over --max-body (413 before any 100)', `${SUBMIT}Content-Length: 1000000\r\nExpect: 100-continue\r\n\r\n`, [413, 417], undefined],
   ['lone surrogate escape \\ud800', post(msgBody('a\\ud800b')), [400], 'invalid_json'],
   ['group of 10,000-deep members', post(`{"requests":${'['.repeat(10000)}${']'.repeat(10000)}}`), [400], undefined],
+  // found by tests/fuzz/fuzz_multipart: libmicrohttpd hands a part without name= over with a NULL name
+  ['multipart part without a name (crashed the daemon once)', upload('--XyZ\r\nContent-Disposition: form-data; n+me="file"; filename="a"\r\n\r\n{"a":1}\r\n--XyZ--\r\n'), [400], 'missing_required_parameter'],
 ];
 
 test('malformed and oversized requests: the right 4xx, daemon unharmed', { timeout: 120000 }, async (t) => {
