@@ -4,7 +4,8 @@
 // each group naming a webhook) ends with exactly one accepted delivery per
 // event id, retries reuse the event id and the same body, failed generations
 // are delivered too, 4xx other than 408/429 is not retried, redirects are not
-// followed, unknown webhook ids are refused at submit.
+// followed, unknown webhook ids are refused at submit; a batch's webhook_url
+// (a registered endpoint of its key) gets one signed batch.completed event.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -12,6 +13,7 @@ import {
   chatBody, completionBody, errorOf, ID_RE, ISO_MS_RE,
 } from '../func/lib.mjs';
 import { startReceiver, verifySignature } from './receiver.mjs';
+import { chatLine, jsonl, uploadOk, createBatch, createBatchOk, waitBatch } from '../batch/batchlib.mjs';
 
 const K1 = 'k1-hooks';
 const K2 = 'k2-hooks';
@@ -450,3 +452,46 @@ test('submits naming an unknown or foreign webhook_id: 400 webhook_not_found, no
   assert.equal(after.queued + after.in_progress + after.success + after.failed,
     before0.queued + before0.in_progress + before0.success + before0.failed, 'no job stored');
 });
+
+test('a batch with webhook_url: one signed batch.completed event (OpenAI event shape), after a 500', async () => {
+  const { rcv, wh } = await hookedReceiver({ failFirst: 1 });
+  const f = await uploadOk(d.base, jsonl([chatLine('b-1', 'batch hook one'), chatLine('b-2', 'batch hook two')]), { key: K1 });
+  const t0 = Math.floor(Date.now() / 1000);
+  const b = await createBatchOk(d.base, f.id, { key: K1, extra: { webhook_url: rcv.url } });
+  assert.ok(!Object.keys(b).some((k) => k.startsWith('_')), `no private fields: ${Object.keys(b)}`);
+  const done = await waitBatch(d.base, b.id, { key: K1 });
+  assert.equal(done.status, 'completed');
+  const [dl] = await rcv.waitAccepted((x) => x.body?.data?.id === b.id, { timeoutMs: 20000 });
+  assert.ok(dl.verified, `signed with the registration's secret: ${dl.verifyError}`);
+  assert.equal(dl.headers['x-inference-event'], 'batch.completed');
+  assert.equal(dl.headers['x-inference-webhook-id'], wh.id);
+  assert.equal(dl.headers['x-inference-batch-id'], b.id);
+  assert.deepEqual(Object.keys(dl.body).sort(), ['created_at', 'data', 'id', 'object', 'type']);
+  assert.equal(dl.body.object, 'event');
+  assert.equal(dl.body.type, 'batch.completed');
+  assert.equal(dl.body.id, dl.eventId, 'the event id is the webhook-id');
+  assert.match(dl.body.id, EVT_RE);
+  assert.ok(Number.isInteger(dl.body.created_at) && dl.body.created_at >= t0 - 5, `created_at ${dl.body.created_at}`);
+  assert.deepEqual(dl.body.data, { id: b.id });
+  await sleep(QUIET_MS);
+  const mine = rcv.all((x) => x.body?.data?.id === b.id);
+  assert.deepEqual(mine.map((x) => x.status), [500, 200], 'one retry after the 500, then nothing more');
+  assert.ok(mine.every((x) => x.eventId === dl.eventId), 'the retry reuses the event id');
+});
+
+test('a batch webhook_url that is not a registered endpoint of its key: 400, nothing created', async () => {
+  const foreign = await createHook('http://127.0.0.1:9/k2-batch', { key: K2 });
+  const f = await uploadOk(d.base, jsonl([chatLine('x', 'x')]), { key: K1 });
+  for (const url of ['http://127.0.0.1:9/nobody-registered-this', foreign.url]) {
+    const r = await createBatch(d.base, { input_file_id: f.id, endpoint: '/v1/chat/completions',
+      completion_window: '24h', webhook_url: url }, { key: K1 });
+    assert.equal(r.status, 400, r.text);
+    const e = errorOf(r);
+    assert.equal(e.code, 'webhook_not_registered');
+    assert.equal(e.param, 'webhook_url');
+    assert.match(e.message, /POST \/v1\/webhooks/);
+  }
+  const list = await request('GET', `${d.base}/v1/batches`, { key: K1 });
+  assert.ok(!list.json.data.some((x) => x.input_file_id === f.id), 'no batch was created');
+});
+
