@@ -31,9 +31,14 @@ function requireBinary(name, value) {
   return value;
 }
 
+// Bounds on how long the daemon may take are multiplied by this: 1 normally,
+// more under valgrind (tests/valgrind.sh), where it runs ~10x slower.
+export const TIME_SCALE = Number(process.env.SLOWLANE_TEST_TIME_SCALE) || 1;
+
 // ---------------------------------------------------------------- cleanup
 
 const children = new Set();
+const daemonLogs = new Set(); // scanned for sanitizer reports at the end
 let fileTmp = null;
 
 function killAll() {
@@ -50,10 +55,21 @@ function waitExit(proc) {
     proc.once('exit', (code, signal) => resolve({ code, signal })));
 }
 
+// A sanitizer report in any daemon's log fails the test file, even when the
+// test itself passed (a daemon that was killed, or that reported and went on).
+const SANITIZER_RE = /==\d+==ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |ERROR: (Address|Leak|UndefinedBehavior)Sanitizer/;
+
 after(async () => {
   const procs = [...children];
   killAll();
   await Promise.all(procs.map(waitExit));
+  for (const f of daemonLogs) {
+    let text = '';
+    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    const m = SANITIZER_RE.exec(text);
+    if (m)
+      throw new Error(`sanitizer report in ${f}:\n${text.slice(Math.max(0, m.index - 200), m.index + 3000)}`);
+  }
 });
 
 process.on('exit', (code) => {
@@ -330,6 +346,7 @@ export async function startDaemon(opts = {}) {
   const dataDir = opts.dataDir || path.join(dir, 'data');
   const portFile = path.join(dir, 'port');
   const logFile = path.join(dir, 'slowlaned.log');
+  daemonLogs.add(logFile);
   const d = {
     dataDir,
     logFile,
@@ -348,6 +365,7 @@ export async function startDaemon(opts = {}) {
     // signal), and SIGKILLs it if it has not exited after timeoutMs.
     async term(timeoutMs = 20000, sig = 'SIGTERM') {
       const p = d.proc;
+      timeoutMs *= TIME_SCALE;
       const t0 = Date.now();
       p.kill(sig);
       const timer = setTimeout(() => { try { p.kill('SIGKILL'); } catch { /* gone */ } }, timeoutMs);
@@ -376,9 +394,13 @@ export async function startDaemon(opts = {}) {
     Object.assign(env, opts.env || {}, more.env || {});
     const fd = fs.openSync(logFile, 'a');
     fs.writeSync(fd, `---- harness: start #${++d.starts}: ${bin} ${args.join(' ')}\n`);
+    // SLOWLANE_TEST_WRAPPER (e.g. "valgrind --log-file=..."): the daemon runs
+    // under it (make check-valgrind).
+    const wrap = (process.env.SLOWLANE_TEST_WRAPPER || '').split(' ').filter(Boolean);
     let proc;
     try {
-      proc = await spawnTracked(bin, args, { stdio: ['ignore', fd, fd], env });
+      proc = await spawnTracked(wrap.length ? wrap[0] : bin,
+        wrap.length ? [...wrap.slice(1), bin, ...args] : args, { stdio: ['ignore', fd, fd], env });
     } finally {
       fs.closeSync(fd);
     }

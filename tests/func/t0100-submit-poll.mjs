@@ -306,6 +306,8 @@ test('without --upstream the built-in load-test backend echoes the last user mes
       submitOk(d3.base, '/v1/async/chat/completions', chatBody(`lt ${i}`))));
     const gens = await waitAll(d3.base, ids, { timeoutMs: 20000 });
     ids.forEach((id, i) => assert.equal(gens.get(id).response.choices[0].message.content, `lt ${i}`));
+    assert.match(d3.log(), /to use a real server: slowlaned --upstream http:\/\/127\.0\.0\.1:8000\/v1/,
+      'the start-up line says how to point slowlaned at a real server');
   } finally {
     await d3.kill9();
   }

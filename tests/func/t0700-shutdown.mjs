@@ -4,7 +4,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startMock, startDaemon, submitOk, get, poll, waitAll, healthz, sleep, chatBody,
+  startMock, startDaemon, submitOk, get, poll, waitAll, healthz, sleep, chatBody, TIME_SCALE,
 } from './lib.mjs';
 
 let mock;
@@ -39,7 +39,7 @@ test('SIGTERM with calls in flight: exit 0 after the grace, the jobs run again a
   const code = await d.term(15000);
   assert.equal(d.exitSignal, null, 'exited by itself, not killed');
   assert.equal(code, 0, `exit status 0; log:\n${d.log().slice(-2000)}`);
-  assert.ok(d.exitMs < 4000, `exited within 4 s of SIGTERM (took ${d.exitMs} ms; grace 500 ms, calls need 3 s)`);
+  assert.ok(d.exitMs < 4000 * TIME_SCALE, `exited within ${4 * TIME_SCALE} s of SIGTERM (took ${d.exitMs} ms; grace 500 ms, calls need 3 s)`);
   const st = await mock.stats();
   for (const t of texts) assert.ok((st.by_echo[t] || 0) <= 1, `${t} called at most once before the stop`);
 
@@ -73,7 +73,7 @@ test('SIGTERM with a long grace lets a short call finish before exit', async () 
   await waitInFlight(1);
   const code = await d.term(20000);
   assert.equal(code, 0, `exit status 0; log:\n${d.log().slice(-2000)}`);
-  assert.ok(d.exitMs < 10000, `exited once the call ended (took ${d.exitMs} ms)`);
+  assert.ok(d.exitMs < 10000 * TIME_SCALE, `exited once the call ended (took ${d.exitMs} ms)`);
   assert.equal((await mock.stats()).by_echo[text], 1);
 
   await d.restart();

@@ -21,6 +21,9 @@
  *                       are suppressed too.
  *   SYNCSHIM_NOSYNC=meta  only O_DSYNC is dropped (MDB_NOMETASYNC): the
  *                       meta page is synced by the next commit, not this one.
+ *   SYNCSHIM_SYNC_DELAY_US=N  every real sync of data.mdb takes N µs longer
+ *                       (a slow disk), so that concurrent submits pile up
+ *                       behind a commit: the group commit test.
  *
  * Record: 'SYN1' | u8 kind | u8 dsync | u16 pad | i32 fd | u64 seq |
  *         i64 offset (-1 if none) | u32 len | payload[len]
@@ -68,6 +71,18 @@ static int nosync = -1;
 	if (!real_##name) real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
 
 static int nometa = -1;
+static long sync_delay_us = -1;
+
+static void
+slow_disk(void)
+{
+	if (sync_delay_us < 0) {
+		const char *e = getenv("SYNCSHIM_SYNC_DELAY_US");
+		sync_delay_us = e ? atol(e) : 0;
+	}
+	if (sync_delay_us > 0)
+		usleep((useconds_t)sync_delay_us);
+}
 
 static void
 read_mode(void)
@@ -439,8 +454,10 @@ fsync(int fd)
 		return 0;
 	}
 	int rc = real_fsync(fd);
-	if (rc == 0 && is_data(fd))
+	if (rc == 0 && is_data(fd)) {
+		slow_disk();
 		log_buf('S', fd, -1, NULL, 0, 0);
+	}
 	else if (rc == 0 && is_files(fd) && fd_path[fd])
 		log_buf('f', fd, -1, fd_path[fd], strlen(fd_path[fd]), 4096);
 	return rc;
@@ -455,8 +472,10 @@ fdatasync(int fd)
 		return 0;
 	}
 	int rc = real_fdatasync(fd);
-	if (rc == 0 && is_data(fd))
+	if (rc == 0 && is_data(fd)) {
+		slow_disk();
 		log_buf('S', fd, -1, NULL, 0, 0);
+	}
 	else if (rc == 0 && is_files(fd) && fd_path[fd])
 		log_buf('f', fd, -1, fd_path[fd], strlen(fd_path[fd]), 4096);
 	return rc;
