@@ -10,6 +10,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   SLOWLANED, startMock, startDaemon, submitOk, get, poll, waitAll, mapLimit, sleep, chatBody,
@@ -384,6 +385,19 @@ test('export writes the generations as JSON lines', async () => {
     assert.equal(g.state, 'Success');
     assert.equal(g.response.choices[0].message.content, g.request.messages[0].content);
   }
+});
+
+test('every command answers --help with its usage, exit 0, touching no store', async () => {
+  const cmds = ['stats', 'ls', 'show', 'requeue', 'cancel', 'purge', 'export', 'backup', 'check', 'watch',
+    'webhook add', 'webhook ls', 'webhook rm', 'webhook rotate-secret', 'webhook deliveries',
+    'batches', 'batch show', 'batch cancel', 'key add', 'key ls', 'key revoke', 'key set'];
+  const missing = path.join(os.tmpdir(), `slowlanectl-help-${uniq()}`);
+  for (const c of cmds) {
+    const r = await ctl([...c.split(' '), '--help'], { dataDir: missing });
+    assert.equal(r.code, 0, `${c} --help: exit ${r.code} ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Usage: slowlanectl ${c}\\b`), `${c} --help prints its usage`);
+  }
+  assert.ok(!fs.existsSync(missing), '--help creates no data dir');
 });
 
 test('exit codes: unknown id 1, unknown command 2, missing data dir 1 creating nothing', async () => {

@@ -3,9 +3,12 @@
 // goes upstream; /healthz, /v1/models, and the built-in load-test backend.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import {
   startMock, startDaemon, submit, submitOk, get, poll, waitAll, healthz, request, sleep,
-  chatBody, completionBody, errorOf, ID_RE, ISO_MS_RE,
+  chatBody, completionBody, errorOf, tmpDir, SLOWLANED, ID_RE, ISO_MS_RE,
 } from './lib.mjs';
 
 let mock;
@@ -312,3 +315,34 @@ test('without --upstream the built-in load-test backend echoes the last user mes
     await d3.kill9();
   }
 });
+
+test('--help and --version exit 0; --config sets options; a bad option or config line exits 2 naming it', async () => {
+  const help = spawnSync(SLOWLANED, ['--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0, help.stderr);
+  for (const flag of ['--listen', '--data-dir', '--upstream', '--api-key', '--concurrency', '--job-ttl', '--config'])
+    assert.ok(help.stdout.includes(flag), `--help lists ${flag}`);
+  const ver = spawnSync(SLOWLANED, ['--version'], { encoding: 'utf8' });
+  assert.equal(ver.status, 0);
+  assert.match(ver.stdout, /^slowlaned \d+\.\d+\.\d+/);
+  const bad = spawnSync(SLOWLANED, ['--no-such-flag'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /no-such-flag/);
+
+  const dir = tmpDir('config');
+  const cfg = path.join(dir, 'slowlaned.conf');
+  fs.writeFileSync(cfg, '# a comment\nmodel = cfg-only-model\nmax-body = 2KiB\n');
+  const d5 = await startDaemon({ args: ['--config', cfg] });
+  try {
+    const m = await request('GET', d5.base + '/v1/models');
+    assert.deepEqual(m.json.data.map((x) => x.id), ['cfg-only-model'], 'model from the config file');
+    const big = await submit(d5.base, '/v1/slow/chat/completions', chatBody('x'.repeat(4000), { model: 'cfg-only-model' }));
+    assert.equal(big.status, 413, 'max-body from the config file');
+  } finally {
+    await d5.kill9();
+  }
+  fs.writeFileSync(cfg, 'concurrency = lots\n');
+  const r = spawnSync(SLOWLANED, ['--config', cfg, '--data-dir', path.join(dir, 'data')], { encoding: 'utf8', timeout: 10000 });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /concurrency/);
+});
+

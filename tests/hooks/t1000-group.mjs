@@ -353,3 +353,28 @@ test('a member that is not an object: 400 whose param and message name its index
   }
   await assertNothingStored(before0, texts);
 });
+
+test('groups expire like single requests: members unfinished after --job-ttl end Failed (expired)', async () => {
+  const slow = await startMock({ latency: 0 });
+  const d2 = await startDaemon({ upstream: slow.url, args: ['--api-key', K1, '--job-ttl', '2s', '--concurrency', '2'] });
+  try {
+    // two members hang upstream past the ttl, the others wait behind them in the queue
+    const requests = [0, 1, 2, 3].map((i) => chatBody(`expiring ${i} [mock:delay=60000]`, { metadata: { custom_id: cid(i) } }));
+    const r = await submit(d2.base, '/v1/async/group/chat/completions', { requests }, K1);
+    assert.equal(r.status, 200, r.text);
+    const t0 = Date.now();
+    const { group } = await pollGroup(d2.base, '/v1/async', r.json.groupId, 4, { timeoutMs: 15000 });
+    const took = Date.now() - t0;
+    for (const gen of group.generations) {
+      assert.equal(gen.state, 'Failed', `${gen.request.metadata.custom_id}: ${gen.state}`);
+      assert.match(gen.stateMessage, /expired/i);
+      assert.equal(gen.response, null);
+    }
+    assert.ok(took < 6000, `the group ended ${took} ms after submit (ttl 2 s)`);
+    assert.deepEqual(group.generations.map((g) => g.request.metadata.custom_id), [0, 1, 2, 3].map(cid));
+  } finally {
+    await d2.kill9();
+    await slow.stop();
+  }
+});
+

@@ -13,7 +13,7 @@ import {
   chatBody, completionBody, errorOf, ID_RE, ISO_MS_RE,
 } from '../func/lib.mjs';
 import { startReceiver, verifySignature } from './receiver.mjs';
-import { chatLine, jsonl, uploadOk, createBatch, createBatchOk, waitBatch } from '../batch/batchlib.mjs';
+import { chatLine, jsonl, uploadOk, createBatch, createBatchOk, waitBatch, ctlJson } from '../batch/batchlib.mjs';
 
 const K1 = 'k1-hooks';
 const K2 = 'k2-hooks';
@@ -493,5 +493,55 @@ test('a batch webhook_url that is not a registered endpoint of its key: 400, not
   }
   const list = await request('GET', `${d.base}/v1/batches`, { key: K1 });
   assert.ok(!list.json.data.some((x) => x.input_file_id === f.id), 'no batch was created');
+});
+
+test('delivery edges: a hung receiver times out and is retried; one always failing is given up at --webhook-max-age; big answers are fine', { timeout: 120000 }, async () => {
+  const d2 = await startDaemon({
+    args: [...HOOK_FLAGS, '--webhook-timeout', '1s', '--webhook-max-age', '3s'],
+  });
+  try {
+    // 1. the first delivery hangs: cut at 1 s, retried, then accepted
+    let n = 0;
+    const hung = await startReceiver({ respond: () => (n++ === 0 ? { hang: true } : null) });
+    const wh1 = await createHook(hung.url, { base: d2.base });
+    hung.secret = wh1.secret;
+    const id1 = await submitOk(d2.base, '/v1/slow/chat/completions', chatBody('hang first', { metadata: { webhook_id: wh1.id } }));
+    const [ok1] = await hung.waitAccepted((x) => x.body?.generation_id === id1, { timeoutMs: 20000 });
+    const all1 = hung.all((x) => x.eventId === ok1.eventId);
+    assert.ok(all1.length >= 2 && all1[0].hung, `the first delivery hung, then a retry was accepted: ${hung.summary()}`);
+    assert.ok(ok1.at - all1[0].at >= 1000, 'retried after the 1 s timeout');
+
+    // 2. a receiver that answers 500 for ever: given up after --webhook-max-age, recorded failed
+    const down = await startReceiver({ failFirst: 1e9 });
+    const wh2 = await createHook(down.url, { base: d2.base });
+    down.secret = wh2.secret;
+    const id2 = await submitOk(d2.base, '/v1/slow/chat/completions', chatBody('never accepted', { metadata: { webhook_id: wh2.id } }));
+    await down.waitFor((x) => x.body?.generation_id === id2, { count: 2, timeoutMs: 20000 });
+    const t0 = Date.now();
+    let rec;
+    while (Date.now() - t0 < 20000) {
+      rec = (await ctlJson(d2.dataDir, 'webhook', 'deliveries')).find((x) => x.subject === id2);
+      if (rec && rec.outcome !== 'pending') break;
+      await sleep(250);
+    }
+    assert.equal(rec?.outcome, 'failed', `given up and recorded failed: ${JSON.stringify(rec)}`);
+    assert.equal(rec.lastStatus, 500);
+    const tries = down.all((x) => x.body?.generation_id === id2).length;
+    await sleep(1500);
+    assert.equal(down.all((x) => x.body?.generation_id === id2).length, tries, 'no delivery after giving up');
+
+    // 3. a receiver answering 2 MB: accepted (the daemon reads a small part of it)
+    const big = await startReceiver({ respond: () => ({ status: 200, body: 'x'.repeat(2 << 20) }) });
+    const wh3 = await createHook(big.url, { base: d2.base });
+    big.secret = wh3.secret;
+    const id3 = await submitOk(d2.base, '/v1/slow/chat/completions', chatBody('big answer', { metadata: { webhook_id: wh3.id } }));
+    await big.waitAccepted((x) => x.body?.generation_id === id3, { timeoutMs: 20000 });
+    await sleep(QUIET_MS);
+    assert.equal(big.all((x) => x.body?.generation_id === id3).length, 1, 'one delivery: a big answer is a success');
+    const r3 = (await ctlJson(d2.dataDir, 'webhook', 'deliveries')).find((x) => x.subject === id3);
+    assert.equal(r3?.outcome, 'delivered', JSON.stringify(r3));
+  } finally {
+    await d2.kill9();
+  }
 });
 
