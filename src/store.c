@@ -255,6 +255,11 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 		rc = -ENOMEM;
 		goto out;
 	}
+#ifdef SL_STORE_FORCE_NOSYNC
+	/* Only in tests/torture/slowlaned-nosync, the negative control of
+	 * t2100-sync-ack: commits that are never synced must be caught. */
+	flags |= MDB_NOSYNC;
+#endif
 	rc = mdb_env_open(st->env, dir, flags, 0600);
 	if (rc) {
 		log_error("store: cannot open %s: %s", dir, mdb_strerror(rc));

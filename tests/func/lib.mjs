@@ -339,9 +339,10 @@ export async function startMock(opts = {}) {
 
 // ---------------------------------------------------------------- daemon
 
-// opts: {upstream (URL), args: [...], env: {...}, dataDir, waitHealthy (default true)}
+// opts: {upstream (URL), args: [...], env: {...}, dataDir, waitHealthy (default true),
+//        bin (another build of the daemon)}
 export async function startDaemon(opts = {}) {
-  const bin = requireBinary('SLOWLANED', SLOWLANED);
+  const bin = opts.bin || requireBinary('SLOWLANED', SLOWLANED);
   const dir = tmpDir('daemon');
   const dataDir = opts.dataDir || path.join(dir, 'data');
   const portFile = path.join(dir, 'port');

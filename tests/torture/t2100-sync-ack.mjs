@@ -35,9 +35,10 @@ function shimPath() {
 }
 
 // Runs the load against a daemon under the shim; returns {ids, events}.
-async function runUnderShim(env) {
+async function runUnderShim(env, bin) {
   const logFile = path.join(tmpDir('synclog'), 'sync.log');
   const d = await startDaemon({
+    bin,
     env: { LD_PRELOAD: shimPath(), SYNCSHIM_LOG: logFile, ...env },
     args: ['--load-test-delay', '5ms'],
   });
@@ -85,6 +86,17 @@ test('negative control: with syncs suppressed (MDB_NOSYNC) the checker fails', {
   figures(t, 'sync-before-ack-negative-control', { answers_checked: res.checked, violations: res.violations.length, ...res.figures });
   assert.ok(res.figures.suppressed_syncs > 0, 'the shim suppressed the syncs');
   assert.equal(res.figures.syncs, 0);
+  assert.equal(res.violations.length, ids.length, 'every answer is flagged without a sync');
+});
+
+test('negative control: a build with MDB_NOSYNC forced on fails the checker', { timeout: 300000 }, async (t) => {
+  const bin = path.join(path.dirname(SLOWLANED), '..', 'tests', 'torture', 'slowlaned-nosync');
+  assert.ok(fs.existsSync(bin), `${bin} is built by make check`);
+  const { ids, events } = await runUnderShim({}, bin);
+  const res = checkSyncLog(events, ids);
+  figures(t, 'sync-before-ack-negative-control-nosync-build', { answers_checked: res.checked, violations: res.violations.length, ...res.figures });
+  assert.equal(res.figures.suppressed_syncs, 0, 'the shim suppressed nothing: LMDB itself skipped the syncs');
+  assert.equal(res.figures.syncs, 0, 'no sync of data.mdb at all');
   assert.equal(res.violations.length, ids.length, 'every answer is flagged without a sync');
 });
 
