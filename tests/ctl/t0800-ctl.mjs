@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   SLOWLANED, startMock, startDaemon, submitOk, get, poll, waitAll, mapLimit, sleep, chatBody,
-  tmpDir,
+  tmpDir, TIME_SCALE,
 } from '../func/lib.mjs';
 
 const CTL = path.join(path.dirname(SLOWLANED || '.'), '../tools/slowlanectl');
@@ -142,9 +142,9 @@ test('cancel of an in-flight call: stays Failed after its answer would have come
   assert.equal(g.stateMessage, 'cancelled by operator');
   // The running daemon drops the call within one second (its tick).
   const t0 = Date.now();
-  while (!d.log().includes(`abandoning the call for ${id}`) && Date.now() - t0 < 3000) await sleep(50);
+  while (!d.log().includes(`abandoning the call for ${id}`) && Date.now() - t0 < 3000 * TIME_SCALE) await sleep(50);
   const took = Date.now() - t0;
-  assert.ok(took < 1300, `the call was abandoned ${took} ms after the cancel`);
+  assert.ok(took < 1300 * TIME_SCALE, `the call was abandoned ${took} ms after the cancel`);
   await sleep(3500); // the mock answers 3 s after the call started
   g = (await get(d.base, id)).json;
   assert.equal(g.state, 'Failed', 'a late answer must not resurrect the job');
@@ -195,7 +195,7 @@ test('requeue of a Failed job runs it again on the live daemon', async () => {
   assert.equal(g.state, 'Success', g.stateMessage);
   // The running daemon acts within one second (its tick), plus its claim commit.
   const took = Date.parse(g.dispatchedAt) - requeuedAt;
-  assert.ok(took < 1300, `dispatched again ${took} ms after the requeue (the daemon ticks every 1 s)`);
+  assert.ok(took < 1300 * TIME_SCALE, `dispatched again ${took} ms after the requeue (the daemon ticks every 1 s)`);
   assert.equal(await calls(text), 2);
   failedOnce = { id, text };
 });

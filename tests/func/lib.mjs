@@ -32,7 +32,7 @@ function requireBinary(name, value) {
 }
 
 // Bounds on how long the daemon may take are multiplied by this: 1 normally,
-// more under valgrind (tests/valgrind.sh), where it runs ~10x slower.
+// 3 under ASan+UBSan (scripts/test), 8 under valgrind (tests/valgrind.sh).
 export const TIME_SCALE = Number(process.env.SLOWLANE_TEST_TIME_SCALE) || 1;
 
 // ---------------------------------------------------------------- cleanup

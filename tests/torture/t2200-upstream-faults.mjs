@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startMock, startDaemon, request, submitOk, poll, waitAll, healthz, sleep, chatBody, mapLimit,
+  TIME_SCALE,
 } from '../func/lib.mjs';
 import { pick, figures, ctl, echoOf, uniq } from './tlib.mjs';
 import { startFaultServer, freePort } from './faultserver.mjs';
@@ -206,8 +207,11 @@ test('responsive while every upstream call hangs', { timeout: 120000 }, async (t
   assert.equal(inflight, CONC, 'the hung calls fill --concurrency');
   assert.ok(st.in_flight <= CONC, '--concurrency is never exceeded');
   assert.equal(h.jobs.in_progress, CONC);
-  assert.ok(f.submit_p99_ms < 500 && f.submit_max_ms < 2000, `submit latency ${JSON.stringify(f)}`);
-  assert.ok(f.poll_p99_ms < 500 && f.poll_max_ms < 2000, `poll latency ${JSON.stringify(f)}`);
+  // TIME_SCALE: 3 under ASan (scripts/test), where a parallel test's syncs
+  // can hold a commit for half a second on a shared disk.
+  const p99 = 500 * TIME_SCALE, max = 2000 * TIME_SCALE;
+  assert.ok(f.submit_p99_ms < p99 && f.submit_max_ms < max, `submit latency ${JSON.stringify(f)}`);
+  assert.ok(f.poll_p99_ms < p99 && f.poll_max_ms < max, `poll latency ${JSON.stringify(f)}`);
 });
 
 test('the upstream sees at most --max-attempts calls per job, even when reused connections drop', { timeout: 60000 }, async () => {
