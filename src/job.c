@@ -165,7 +165,9 @@ get_str(const unsigned char *p, const unsigned char *end, char *dst, size_t max,
 		return NULL;
 	n = lenbytes == 1 ? p[0] : ((size_t)p[0] << 8 | p[1]);
 	p += lenbytes;
-	if (n > max || (size_t)(end - p) < n)
+	/* A NUL inside would make a record we never write (put_str stops at
+	 * the first): corrupt (found by tests/fuzz/fuzz_job_decode). */
+	if (n > max || (size_t)(end - p) < n || memchr(p, '\0', n))
 		return NULL;
 	memcpy(dst, p, n);
 	dst[n] = '\0';
