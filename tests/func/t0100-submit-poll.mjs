@@ -5,6 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import {
   startMock, startDaemon, submit, submitOk, get, poll, waitAll, healthz, request, sleep,
@@ -344,5 +345,43 @@ test('--help and --version exit 0; --config sets options; a bad option or config
   const r = spawnSync(SLOWLANED, ['--config', cfg, '--data-dir', path.join(dir, 'data')], { encoding: 'utf8', timeout: 10000 });
   assert.equal(r.status, 2, r.stderr);
   assert.match(r.stderr, /concurrency/);
+});
+
+test('--upstream is a base URL: /v1/slow/chat/completions goes to <upstream>/chat/completions, /completions to <upstream>/completions', async () => {
+  const seen = [];
+  const srv = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      seen.push({ method: req.method, url: req.url, auth: req.headers.authorization, body });
+      const chat = req.url.endsWith('/chat/completions');
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(chat
+        ? { id: 'c1', object: 'chat.completion', created: 1, model: body.model,
+          choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }] }
+        : { id: 't1', object: 'text_completion', created: 1, model: body.model,
+          choices: [{ index: 0, text: 'ok', finish_reason: 'stop' }] }));
+    });
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const base = `http://127.0.0.1:${srv.address().port}/custom/prefix/v1`;
+  const d6 = await startDaemon({ upstream: base, args: ['--upstream-key', 'up-secret'] });
+  try {
+    const a = await submitOk(d6.base, '/v1/slow/chat/completions', chatBody('to chat', { metadata: { custom_id: 'm1' } }));
+    const b = await submitOk(d6.base, '/v1/async/completions', completionBody('to text'));
+    const gens = await waitAll(d6.base, [a, b], { timeoutMs: 15000 });
+    assert.equal(gens.get(a).state, 'Success', gens.get(a).stateMessage);
+    assert.equal(gens.get(b).state, 'Success', gens.get(b).stateMessage);
+    assert.deepEqual(seen.map((x) => `${x.method} ${x.url}`).sort(),
+      ['POST /custom/prefix/v1/chat/completions', 'POST /custom/prefix/v1/completions']);
+    for (const x of seen) {
+      assert.equal(x.auth, 'Bearer up-secret');
+      assert.ok(!('metadata' in x.body), 'metadata is not sent upstream');
+    }
+  } finally {
+    await d6.kill9();
+    srv.close();
+  }
 });
 
