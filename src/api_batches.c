@@ -190,12 +190,10 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 		    json_is_string(wh) ? why : "'webhook_url' must be a string.");
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)
-		rc = files_get(t, json_string_value(fid), &f);
+		rc = files_get_live(t, json_string_value(fid), tenant, now, &f);
 	if (rc == 0 && hook.url && (rc = webhook_list(t, hook_match_one, &hook)) > 0)
 		rc = 0; /* found: the scan stopped */
 	store_abort(t);
-	if (rc == 0 && (strcmp(f.tenant, tenant) != 0 || files_expired(&f, sl_wall_ms())))
-		rc = SL_ENOTFOUND;
 	if (rc == SL_ENOTFOUND)
 		return bad(r, "input_file_id", "file_not_found", "No such input file.");
 	if (rc) {

@@ -299,10 +299,8 @@ load_file(struct api *a, struct http_req *r, struct sl_file *f)
 		return false;
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)
-		rc = files_get(t, http_req_capture(r, 0), f);
+		rc = files_get_live(t, http_req_capture(r, 0), tenant, sl_wall_ms(), f);
 	store_abort(t);
-	if (rc == 0 && (strcmp(f->tenant, tenant) != 0 || files_expired(f, sl_wall_ms())))
-		rc = SL_ENOTFOUND; /* an expired file is gone; the sweep deletes it */
 	if (rc == SL_ENOTFOUND) {
 		api_reply_err(r, 404, "invalid_request_error", "file_id", "file_not_found",
 		    "No such file.");

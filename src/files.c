@@ -159,6 +159,17 @@ files_get(struct store_txn *t, const char *id, struct sl_file *out)
 }
 
 int
+files_get_live(struct store_txn *t, const char *id, const char *tenant, uint64_t now_ms,
+    struct sl_file *out)
+{
+	int rc = files_get(t, id, out);
+
+	if (rc == 0 && (strcmp(out->tenant, tenant) != 0 || files_expired(out, now_ms)))
+		rc = SL_ENOTFOUND; /* an expired file is gone; the sweep deletes it */
+	return rc;
+}
+
+int
 files_delete(struct store_txn *t, const struct sl_file *f)
 {
 	unsigned char k[INDEX_KEY_MAX];

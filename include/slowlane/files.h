@@ -70,6 +70,10 @@ files_expired(const struct sl_file *f, uint64_t now_ms)
  * files too (the caller decides, with files_expired). */
 int files_put(struct store_txn *t, const struct sl_file *f);
 int files_get(struct store_txn *t, const char *id, struct sl_file *out);
+/* files_get as the API sees it: SL_ENOTFOUND also for another tenant's file
+ * and for one expired at `now_ms`. */
+int files_get_live(struct store_txn *t, const char *id, const char *tenant, uint64_t now_ms,
+    struct sl_file *out);
 int files_delete(struct store_txn *t, const struct sl_file *f);
 
 /* The API's file object (without the tenant). New reference. */
