@@ -179,6 +179,8 @@ finish_done(struct wr_op *op)
 		if (s->parked)
 			s->parked->prev = a;
 		s->parked = a;
+		/* set again: a one-shot timer that fired keeps ~0 s left */
+		ev_timer_set(&a->again, 1.0, 0.);
 		ev_timer_start(s->loop, &a->again);
 		return;
 	}

@@ -159,8 +159,17 @@ export async function request(method, url, { body, key, headers = {}, timeoutMs 
     if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type'))
       h['content-type'] = 'application/json';
   }
-  const res = await fetch(url, { method, headers: h, body: payload, signal: AbortSignal.timeout(timeoutMs) });
-  const text = await res.text();
+  let res, text;
+  try {
+    res = await fetch(url, { method, headers: h, body: payload, signal: AbortSignal.timeout(timeoutMs) });
+    text = await res.text();
+  } catch (e) {
+    // undici says only "fetch failed"; the cause (ECONNREFUSED, "other
+    // side closed", ...) is what a failing test needs to show.
+    const c = e.cause;
+    if (c) e.message = `${e.message} (${method} ${url}: ${c.code || c.name || ''} ${c.message || ''})`;
+    throw e;
+  }
   let json = null;
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   return { status: res.status, headers: res.headers, text, json };
