@@ -331,7 +331,8 @@ api_routes(size_t *n)
 }
 
 int
-api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_opts *o,
+api_new(struct store *st, struct writer *wr, struct reader *rd, struct sched *sc,
+    const struct api_opts *o,
     struct api **out)
 {
 	struct api *a = calloc(1, sizeof *a);
@@ -341,6 +342,7 @@ api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_
 		return -ENOMEM;
 	a->st = st;
 	a->wr = wr;
+	a->rd = rd;
 	a->sc = sc;
 	a->o = *o;
 	a->o.keys = a->o.models = NULL;

@@ -365,58 +365,107 @@ reply_rendered(struct http_req *r, int rc, const char *what, const char *id, str
 	sl_buf_release(b);
 }
 
+/* A poll: authenticated on the loop thread, read and rendered in the
+ * reader pool (reader.h), answered back on the loop thread. */
+struct poll {
+	struct rd_op op;
+	struct http_req *req;
+	bool group; /* GET /v1/generation/group/{id}, else /v1/generation/{id} */
+	char id[SL_ID_LEN + 1];
+	char tenant[JOB_TENANT_LEN + 1];
+	struct sl_buf b;
+	int rc;
+};
+
+static int
+render_generation(struct store_txn *t, struct poll *p)
+{
+	struct job j;
+	int rc = store_job_get(t, p->id, &j);
+
+	/* Another key's job is indistinguishable from a missing one. */
+	if (rc == 0 && strcmp(j.tenant, p->tenant) != 0)
+		rc = SL_ENOTFOUND;
+	if (rc == 0)
+		rc = generation_render(t, &j, &p->b);
+	return rc;
+}
+
+static int
+render_group(struct store_txn *t, struct poll *p)
+{
+	struct group g;
+	int rc = group_get(t, p->id, &g);
+
+	if (rc == 0 && strcmp(g.tenant, p->tenant) != 0)
+		rc = SL_ENOTFOUND;
+	if (rc == 0)
+		rc = sl_buf_printf(&p->b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":",
+		    g.id, g.size);
+	if (rc == 0)
+		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g.members, g.size,
+		    &p->b);
+	if (rc == 0)
+		rc = sl_buf_append(&p->b, "}", 1);
+	return rc;
+}
+
+static void
+poll_run(struct store_txn *t, struct rd_op *op)
+{
+	struct poll *p = SL_CONTAINER_OF(op, struct poll, op);
+
+	p->rc = p->group ? render_group(t, p) : render_generation(t, p);
+}
+
+static void
+poll_done(struct rd_op *op)
+{
+	struct poll *p = SL_CONTAINER_OF(op, struct poll, op);
+
+	reply_rendered(p->req, op->rc ? op->rc : p->rc, p->group ? "group" : "generation",
+	    p->id, &p->b);
+	free(p);
+}
+
+static void
+poll_start(struct http_req *r, struct api *a, bool group)
+{
+	const char *id = http_req_capture(r, 0);
+	const char *what = group ? "group" : "generation";
+	struct poll *p;
+
+	p = calloc(1, sizeof *p);
+	if (!p) {
+		reply_read_err(r, -ENOMEM, what, id);
+		return;
+	}
+	if (!api_authenticate(a, r, p->tenant)) {
+		free(p);
+		return;
+	}
+	if (!sl_id_valid(id, SL_ID_LEN)) {
+		free(p);
+		reply_read_err(r, SL_ENOTFOUND, what, id);
+		return;
+	}
+	p->op.run = poll_run;
+	p->op.done = poll_done;
+	p->req = r;
+	p->group = group;
+	memcpy(p->id, id, SL_ID_LEN + 1);
+	sl_buf_init(&p->b, (size_t)1 << 30);
+	reader_submit(a->rd, &p->op);
+}
+
 void
 api_h_generation(struct http_req *r, void *ctx)
 {
-	struct api *a = ctx;
-	const char *id = http_req_capture(r, 0);
-	char tenant[JOB_TENANT_LEN + 1];
-	struct store_txn *t = NULL;
-	struct sl_buf b;
-	struct job j;
-	int rc;
-
-	if (!api_authenticate(a, r, tenant))
-		return;
-	sl_buf_init(&b, (size_t)1 << 30);
-	rc = sl_id_valid(id, SL_ID_LEN) ? store_begin(a->st, true, &t) : SL_ENOTFOUND;
-	if (rc == 0)
-		rc = store_job_get(t, id, &j);
-	/* Another key's job is indistinguishable from a missing one. */
-	if (rc == 0 && strcmp(j.tenant, tenant) != 0)
-		rc = SL_ENOTFOUND;
-	if (rc == 0)
-		rc = generation_render(t, &j, &b);
-	store_abort(t);
-	reply_rendered(r, rc, "generation", id, &b);
+	poll_start(r, ctx, false);
 }
 
 void
 api_h_group_generations(struct http_req *r, void *ctx)
 {
-	struct api *a = ctx;
-	const char *id = http_req_capture(r, 0);
-	char tenant[JOB_TENANT_LEN + 1];
-	struct store_txn *t = NULL;
-	struct group g;
-	struct sl_buf b;
-	int rc;
-
-	if (!api_authenticate(a, r, tenant))
-		return;
-	sl_buf_init(&b, (size_t)1 << 30);
-	rc = sl_id_valid(id, SL_ID_LEN) ? store_begin(a->st, true, &t) : SL_ENOTFOUND;
-	if (rc == 0)
-		rc = group_get(t, id, &g);
-	if (rc == 0 && strcmp(g.tenant, tenant) != 0)
-		rc = SL_ENOTFOUND;
-	if (rc == 0)
-		rc = sl_buf_printf(&b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":",
-		    g.id, g.size);
-	if (rc == 0)
-		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g.members, g.size, &b);
-	if (rc == 0)
-		rc = sl_buf_append(&b, "}", 1);
-	store_abort(t);
-	reply_rendered(r, rc, "group", id, &b);
+	poll_start(r, ctx, true);
 }

@@ -29,6 +29,7 @@ struct api_bucket {
 struct api {
 	struct store *st;
 	struct writer *wr;
+	struct reader *rd;               /* polls are read there */
 	struct sched *sc;
 	struct api_opts o;               /* keys and models pointers not kept */
 	struct api_key *keys;

@@ -59,6 +59,8 @@ static const struct option_row options[] = {
 	  "serve only these models, listed by /v1/models; repeatable" },
 	{ "concurrency", T_UINT, F(concurrency), 0, 1, 100000, "N",
 	  "upstream calls in flight at most (default 64)" },
+	{ "readers", T_UINT, F(readers), 0, 0, 64, "N",
+	  "threads that read polled jobs off the loop thread; 0 reads on it\n\t  (default 2)" },
 	{ "job-ttl", T_DUR, F(job_ttl_ms), 0, MS(1), 365 * DAY, "DUR",
 	  "unfinished jobs end Failed after this (default 72h)" },
 	{ "max-attempts", T_UINT, F(max_attempts), 0, 1, 1000, "N",
@@ -121,6 +123,7 @@ defaults(struct config *c)
 	c->listen_port = 8080;
 	c->data_dir = strdup("./slowlane-data");
 	c->concurrency = 64;
+	c->readers = 2;
 	c->job_ttl_ms = MS(72 * 3600);
 	c->max_attempts = 5;
 	c->upstream_timeout_ms = MS(600);

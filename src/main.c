@@ -29,6 +29,7 @@
 #include "slowlane/sched.h"
 #include "slowlane/store.h"
 #include "slowlane/util.h"
+#include "slowlane/reader.h"
 #include "slowlane/writer.h"
 
 struct daemon {
@@ -36,6 +37,7 @@ struct daemon {
 	struct config cfg;
 	struct store *st;
 	struct writer *wr;
+	struct reader *rd;
 	struct backend *be;
 	struct sched *sc;
 	struct deliver *dl;
@@ -69,7 +71,7 @@ drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct daemon *d = SL_CONTAINER_OF(w, struct daemon, drain);
 
 	/* Submits already handed to the writer still get their answer. */
-	if (writer_pending(d->wr) > 0 || http_suspended(d->http) > 0)
+	if (writer_pending(d->wr) > 0 || reader_pending(d->rd) > 0 || http_suspended(d->http) > 0)
 		return;
 	ev_timer_stop(loop, w);
 	ev_break(loop, EVBREAK_ALL);
@@ -183,6 +185,8 @@ run(struct daemon *d)
 	d->loop = ev_default_loop(EVFLAG_AUTO);
 	rc = writer_start(&d->wr, d->st, d->loop);
 	if (rc == 0)
+		rc = reader_start(&d->rd, d->st, d->loop, (unsigned)c->readers);
+	if (rc == 0)
 		rc = start_backend(d);
 	if (rc) {
 		log_error("startup failed: %s", sl_strerror(rc));
@@ -224,7 +228,7 @@ run(struct daemon *d)
 	if (rc == 0)
 		rc = deliver_new(d->loop, d->st, d->wr, &dopts, &d->dl);
 	if (rc == 0)
-		rc = api_new(d->st, d->wr, d->sc, &ao, &d->api);
+		rc = api_new(d->st, d->wr, d->rd, d->sc, &ao, &d->api);
 	struct batchrun_opts bo = {
 		.data_dir = c->data_dir,
 		.max_requests = c->batch_max_requests,
@@ -288,6 +292,7 @@ teardown(struct daemon *d)
 		writer_get_stats(d->wr, &ws);
 		writer_stop(d->wr); /* applies what is queued: requeues included */
 	}
+	reader_stop(d->rd); /* answers the polls still being read */
 	http_stop(d->http);
 	if (d->dl && !d->stopping)
 		deliver_stop(d->dl);

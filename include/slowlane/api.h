@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "slowlane/http.h"
+#include "slowlane/reader.h"
 #include "slowlane/sched.h"
 #include "slowlane/store.h"
 #include "slowlane/writer.h"
@@ -37,8 +38,8 @@ struct api;
 
 /* Creates the API. Keys are hashed at once; `o` need not outlive it.
  * Returns 0 or -ENOMEM. */
-int api_new(struct store *st, struct writer *wr, struct sched *sc, const struct api_opts *o,
-    struct api **out);
+int api_new(struct store *st, struct writer *wr, struct reader *rd, struct sched *sc,
+    const struct api_opts *o, struct api **out);
 /* Tells the API where the batch engine is (to wake it on create/cancel). */
 struct batchrun;
 void api_set_batchrun(struct api *a, struct batchrun *br);
