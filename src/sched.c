@@ -33,6 +33,9 @@
 #define TICK_S 1.0       /* sweep period: external changes act within 1 s */
 #define EXPIRE_CHUNK 256 /* jobs ended per expire op */
 #define PURGE_CHUNK 256  /* jobs deleted per retention op */
+/* Claim ops in flight at once: a slot freed while one claim commits joins
+ * the next commit instead of waiting for that claim to come back first. */
+#define MAX_CLAIMS 2
 #define READER_CHECK_TICKS 60
 
 /* One job in flight: from its claim until its finish op has committed. */
@@ -85,8 +88,9 @@ struct sched {
 	struct attempt *active; /* calls running */
 	struct attempt *parked; /* outcomes waiting for room in a full store */
 	unsigned n_active;
-	unsigned reserved;   /* slots promised to the claim op in flight */
-	bool claiming, expiring, purging, stopping, paused;
+	unsigned reserved;   /* slots promised to the claim ops in flight */
+	unsigned claiming;   /* claim ops in flight, at most MAX_CLAIMS */
+	bool expiring, purging, stopping, paused;
 	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
@@ -438,8 +442,8 @@ claim_done(struct wr_op *op)
 	struct sched *s = c->s;
 	uint64_t now;
 
-	s->claiming = false;
-	s->reserved = 0;
+	s->claiming--;
+	s->reserved -= c->max;
 	if (op->rc) {
 		log_error("sched: claim failed: %s", sl_strerror(op->rc));
 		claim_reset(c);
@@ -486,9 +490,10 @@ dispatch(struct sched *s)
 	unsigned room;
 	struct claim_op *c;
 
-	if (s->stopping || s->claiming || s->paused || s->n_active >= s->o.concurrency)
+	if (s->stopping || s->claiming >= MAX_CLAIMS || s->paused ||
+	    s->n_active + s->reserved >= s->o.concurrency)
 		return;
-	room = s->o.concurrency - s->n_active;
+	room = s->o.concurrency - s->n_active - s->reserved;
 	now = sl_wall_ms();
 	/* A cheap look first, so an idle daemon sends the writer nothing. */
 	if (store_begin(s->st, true, &t) == 0) {
@@ -511,8 +516,8 @@ dispatch(struct sched *s)
 	c->now_ms = now;
 	c->op.apply = claim_apply;
 	c->op.done = claim_done;
-	s->claiming = true;
-	s->reserved = room;
+	s->claiming++;
+	s->reserved += room;
 	writer_submit(s->wr, &c->op);
 }
 
