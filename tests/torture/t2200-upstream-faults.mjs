@@ -217,8 +217,9 @@ test('responsive while every upstream call hangs', { timeout: 120000 }, async (t
 test('the upstream sees at most --max-attempts calls per job, even when reused connections drop', { timeout: 60000 }, async () => {
   // When the upstream closes a reused keep-alive connection without
   // answering, libcurl would resend the POST by itself, behind the attempt
-  // count (4 or 5 calls for 3 attempts, 8 seen once). httpc refuses the
-  // rewind, so each resend is a counted attempt. Ordinary and "drop" jobs
+  // count (4 or 5 calls for 3 attempts, 8 seen once). httpc's pre-request
+  // callback aborts that second request, so each resend is a counted
+  // attempt (fails with the guard disabled). Ordinary and "drop" jobs
   // interleaved on one upstream, so connections are reused.
   const fsrv = await startFaultServer();
   const d = await startDaemon({ upstream: fsrv.url, args: ['--retry-base', '100ms', '--max-attempts', String(MAX)] });
