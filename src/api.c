@@ -332,8 +332,7 @@ api_routes(size_t *n)
 
 int
 api_new(struct store *st, struct writer *wr, struct reader *rd, struct sched *sc,
-    const struct api_opts *o,
-    struct api **out)
+    const struct api_opts *o, struct api **out)
 {
 	struct api *a = calloc(1, sizeof *a);
 	size_t nk = 0, nm = 0;

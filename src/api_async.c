@@ -433,22 +433,21 @@ poll_start(struct http_req *r, struct api *a, bool group)
 {
 	const char *id = http_req_capture(r, 0);
 	const char *what = group ? "group" : "generation";
+	char tenant[JOB_TENANT_LEN + 1];
 	struct poll *p;
 
+	if (!api_authenticate(a, r, tenant))
+		return;
+	if (!sl_id_valid(id, SL_ID_LEN)) {
+		reply_read_err(r, SL_ENOTFOUND, what, id);
+		return;
+	}
 	p = calloc(1, sizeof *p);
 	if (!p) {
 		reply_read_err(r, -ENOMEM, what, id);
 		return;
 	}
-	if (!api_authenticate(a, r, p->tenant)) {
-		free(p);
-		return;
-	}
-	if (!sl_id_valid(id, SL_ID_LEN)) {
-		free(p);
-		reply_read_err(r, SL_ENOTFOUND, what, id);
-		return;
-	}
+	memcpy(p->tenant, tenant, sizeof tenant);
 	p->op.run = poll_run;
 	p->op.done = poll_done;
 	p->req = r;

@@ -26,10 +26,10 @@
 #include "slowlane/files.h"
 #include "slowlane/http.h"
 #include "slowlane/log.h"
+#include "slowlane/reader.h"
 #include "slowlane/sched.h"
 #include "slowlane/store.h"
 #include "slowlane/util.h"
-#include "slowlane/reader.h"
 #include "slowlane/writer.h"
 
 struct daemon {

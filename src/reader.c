@@ -20,8 +20,8 @@ struct reader {
 	struct store *st;
 	struct ev_loop *loop;
 	ev_async wake;      /* readers -> loop: ops are done */
-	unsigned n_threads; /* 0: ops run inline */
-	pthread_t *threads;
+	pthread_t *threads; /* NULL: no pool, ops run inline */
+	unsigned n_threads; /* started */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct rd_op *queue, **queue_tail; /* guarded by mu */
@@ -103,23 +103,11 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	run_done(SL_CONTAINER_OF(a, struct reader, wake));
 }
 
-/* Stops and joins the first `n` threads. */
-static void
-join_threads(struct reader *rd, unsigned n)
-{
-	pthread_mutex_lock(&rd->mu);
-	rd->stopping = 1;
-	pthread_cond_broadcast(&rd->cv);
-	pthread_mutex_unlock(&rd->mu);
-	for (unsigned i = 0; i < n; i++)
-		pthread_join(rd->threads[i], NULL);
-}
-
 int
 reader_start(struct reader **out, struct store *st, struct ev_loop *loop, unsigned threads)
 {
 	struct reader *rd = calloc(1, sizeof *rd);
-	unsigned i;
+	const char *delay = getenv("SLOWLANE_TEST_READ_DELAY_US");
 	int rc = 0;
 
 	if (!rd || (threads && !(rd->threads = calloc(threads, sizeof *rd->threads)))) {
@@ -130,8 +118,7 @@ reader_start(struct reader **out, struct store *st, struct ev_loop *loop, unsign
 	rd->loop = loop;
 	rd->queue_tail = &rd->queue;
 	rd->done_tail = &rd->done;
-	if (getenv("SLOWLANE_TEST_READ_DELAY_US"))
-		rd->delay_us = (unsigned)strtoul(getenv("SLOWLANE_TEST_READ_DELAY_US"), NULL, 10);
+	rd->delay_us = delay ? (unsigned)strtoul(delay, NULL, 10) : 0;
 	*out = rd;
 	if (threads == 0)
 		return 0;
@@ -140,16 +127,13 @@ reader_start(struct reader **out, struct store *st, struct ev_loop *loop, unsign
 	ev_async_init(&rd->wake, wake_cb);
 	ev_async_start(loop, &rd->wake);
 	ev_unref(loop); /* the pool alone does not keep the loop alive */
-	rd->n_threads = threads;
-	for (i = 0; i < threads; i++) {
-		rc = -pthread_create(&rd->threads[i], NULL, reader_main, rd);
-		if (rc)
+	for (; rd->n_threads < threads; rd->n_threads++) {
+		rc = -pthread_create(&rd->threads[rd->n_threads], NULL, reader_main, rd);
+		if (rc) {
+			reader_stop(rd); /* joins those started */
+			*out = NULL;
 			break;
-	}
-	if (rc) {
-		join_threads(rd, i);
-		reader_stop(rd);
-		*out = NULL;
+		}
 	}
 	return rc;
 }
@@ -157,7 +141,7 @@ reader_start(struct reader **out, struct store *st, struct ev_loop *loop, unsign
 void
 reader_submit(struct reader *rd, struct rd_op *op)
 {
-	if (rd->n_threads == 0) {
+	if (!rd->threads) {
 		run_one(rd, op);
 		op->done(op);
 		return;
@@ -182,9 +166,13 @@ reader_stop(struct reader *rd)
 {
 	if (!rd)
 		return;
-	if (rd->n_threads) {
-		if (!rd->stopping)
-			join_threads(rd, rd->n_threads); /* they empty the queue first */
+	if (rd->threads) {
+		pthread_mutex_lock(&rd->mu);
+		rd->stopping = 1;
+		pthread_cond_broadcast(&rd->cv);
+		pthread_mutex_unlock(&rd->mu);
+		for (unsigned i = 0; i < rd->n_threads; i++)
+			pthread_join(rd->threads[i], NULL); /* they empty the queue first */
 		run_done(rd);
 		ev_ref(rd->loop);
 		ev_async_stop(rd->loop, &rd->wake);
