@@ -8,12 +8,24 @@
  *   2. The claim op (writer thread) moves up to `free slots` due jobs to In
  *      Progress with fresh attempt ids and copies their bodies out.
  *   3. After that commit (loop thread), each claimed job becomes an
- *      `attempt` and its backend call starts. A crash before this point
- *      leaves the job In Progress on disk: startup puts it back.
+ *      `attempt`: its backend call starts if a slot is free, else it waits
+ *      in `ahead` for the next slot to free (claim-ahead, below). A crash
+ *      before the call leaves the job In Progress on disk: startup puts it
+ *      back.
  *   4. The call's outcome goes through policy_decide() and a finish op
  *      stores the result, the failure or the retry. The finish op is fenced
  *      by attempt id: if the job expired or was cancelled meanwhile, the
  *      late result changes nothing.
+ *
+ * Claim-ahead: a freed slot would otherwise wait a claim's round trip (the
+ * commit in progress, then the claim's own) before its next call. So the
+ * scheduler keeps jobs claimed beyond --concurrency: twice the slots that
+ * free up during one claim round trip (--concurrency × round trip / call
+ * time, moving averages of both), at most AHEAD_CAP × --concurrency.
+ * Against an upstream that answers in milliseconds the slots never wait;
+ * against one that takes seconds, the depth rounds down to nothing, so `In
+ * Progress` stays "being called". Upstream calls never exceed --concurrency
+ * either way.
  */
 #include "config.h"
 
@@ -37,6 +49,8 @@
  * the next commit instead of waiting for that claim to come back first. */
 #define MAX_CLAIMS 2
 #define READER_CHECK_TICKS 60
+/* Claim-ahead depth at most this many times --concurrency. */
+#define AHEAD_CAP 4
 
 /* One job in flight: from its claim until its finish op has committed. */
 struct attempt {
@@ -44,7 +58,8 @@ struct attempt {
 	ev_timer again;       /* retries a finish op the store refused (full) */
 	struct wr_op op;      /* the finish or release op (embedded) */
 	struct sched *s;
-	struct attempt *prev, *next; /* in s->active while the call runs */
+	struct attempt *prev, *next; /* in one alist: ahead, active or parked */
+	ev_tstamp started;    /* when its call started */
 	char id[SL_ID_LEN + 1];
 	uint64_t attempt_id;
 	uint32_t attempts;    /* including this one */
@@ -57,11 +72,18 @@ struct attempt {
 	char message[512];
 };
 
+/* A list of attempts through prev/next, oldest first. */
+struct alist {
+	struct attempt *head, *tail;
+	unsigned n;
+};
+
 struct claim_op {
 	struct wr_op op;
 	struct sched *s;
 	size_t max;
 	uint64_t now_ms;
+	ev_tstamp sent;
 	struct attempt *got;  /* claimed, in a list through ->next */
 	size_t n;
 	uint64_t next_due_ms;
@@ -85,9 +107,10 @@ struct sched {
 	ev_timer tick;       /* periodic sweep */
 	ev_timer due;        /* next retry becoming due */
 	ev_timer grace;      /* shutdown deadline */
-	struct attempt *active; /* calls running */
-	struct attempt *parked; /* outcomes waiting for room in a full store */
-	unsigned n_active;
+	struct alist ahead;  /* claimed, waiting for a free slot */
+	struct alist active; /* calls running (at most --concurrency) */
+	struct alist parked; /* outcomes waiting for room in a full store */
+	ev_tstamp call_s, claim_s; /* moving averages: call time, claim round trip */
 	unsigned reserved;   /* slots promised to the claim ops in flight */
 	unsigned claiming;   /* claim ops in flight, at most MAX_CLAIMS */
 	bool expiring, purging, stopping, paused;
@@ -99,8 +122,18 @@ struct sched {
 };
 
 static void dispatch(struct sched *s);
+static void release(struct sched *s, struct attempt *a);
 
 /* ---- attempts ---- */
+
+/* A moving average over about the last 8 samples; the first sets it. */
+static ev_tstamp
+ewma(ev_tstamp avg, ev_tstamp sample)
+{
+	if (sample <= 0)
+		sample = 1e-6; /* ended in the iteration it started in */
+	return avg <= 0 ? sample : avg + (sample - avg) / 8.0;
+}
 
 static void
 attempt_free(struct attempt *a)
@@ -113,42 +146,98 @@ attempt_free(struct attempt *a)
 }
 
 static void
-active_add(struct sched *s, struct attempt *a)
+alist_push(struct alist *l, struct attempt *a)
 {
-	a->prev = NULL;
-	a->next = s->active;
-	if (s->active)
-		s->active->prev = a;
-	s->active = a;
-	s->n_active++;
+	a->next = NULL;
+	a->prev = l->tail;
+	if (l->tail)
+		l->tail->next = a;
+	else
+		l->head = a;
+	l->tail = a;
+	l->n++;
 }
 
 static void
-active_remove(struct sched *s, struct attempt *a)
+alist_remove(struct alist *l, struct attempt *a)
 {
 	if (a->prev)
 		a->prev->next = a->next;
 	else
-		s->active = a->next;
+		l->head = a->next;
 	if (a->next)
 		a->next->prev = a->prev;
+	else
+		l->tail = a->prev;
 	a->prev = a->next = NULL;
-	s->n_active--;
+	l->n--;
 }
 
 static struct attempt *
-active_find(struct sched *s, const char *id)
+alist_find(const struct alist *l, const char *id)
 {
-	for (struct attempt *a = s->active; a; a = a->next)
+	for (struct attempt *a = l->head; a; a = a->next)
 		if (strcmp(a->id, id) == 0)
 			return a;
 	return NULL;
 }
 
+/* Starts calls for the jobs claimed ahead while slots are free. */
+static void
+launch(struct sched *s)
+{
+	while (s->ahead.head && s->active.n < s->o.concurrency) {
+		struct attempt *a = s->ahead.head;
+		alist_remove(&s->ahead, a);
+		alist_push(&s->active, a);
+		a->started = ev_now(s->loop);
+		s->stats.started++;
+		if (s->be->ops->start(s->be, &a->call) != 0) {
+			alist_remove(&s->active, a);
+			release(s, a);
+		}
+	}
+}
+
+/* Gives every job claimed ahead back to the queue (shutdown, pause). */
+static void
+release_ahead(struct sched *s)
+{
+	while (s->ahead.head) {
+		struct attempt *a = s->ahead.head;
+		alist_remove(&s->ahead, a);
+		release(s, a);
+	}
+}
+
+/* Drops an attempt of list `l` (active or ahead) whose job ended or
+ * changed elsewhere: its result would be fenced, so its call is not worth
+ * making or finishing. */
+static void
+abandon(struct sched *s, struct alist *l, struct attempt *a)
+{
+	if (l == &s->active)
+		s->be->ops->cancel(s->be, &a->call);
+	alist_remove(l, a);
+	attempt_free(a);
+}
+
+static void
+abandon_id(struct sched *s, const char *id)
+{
+	struct attempt *a;
+
+	if ((a = alist_find(&s->active, id)) != NULL)
+		abandon(s, &s->active, a);
+	else if ((a = alist_find(&s->ahead, id)) != NULL)
+		abandon(s, &s->ahead, a);
+}
+
 static void
 maybe_stopped(struct sched *s)
 {
-	if (s->stopping && s->n_active == 0 && !s->claiming && s->releasing == 0 &&
+	if (s->stopping && s->active.n == 0 && s->ahead.n == 0 && !s->claiming &&
+	    s->releasing == 0 &&
 	    s->on_stopped) {
 		void (*cb)(void *) = s->on_stopped;
 		s->on_stopped = NULL;
@@ -178,11 +267,7 @@ finish_done(struct wr_op *op)
 		 * rather than leave the job In Progress until a restart. */
 		log_warn("sched: the store is full; storing the outcome of %s again in 1 s",
 		    a->id);
-		a->prev = NULL;
-		a->next = s->parked;
-		if (s->parked)
-			s->parked->prev = a;
-		s->parked = a;
+		alist_push(&s->parked, a);
 		/* set again: a one-shot timer that fired keeps ~0 s left */
 		ev_timer_set(&a->again, 1.0, 0.);
 		ev_timer_start(s->loop, &a->again);
@@ -253,13 +338,7 @@ again_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct attempt *a = SL_CONTAINER_OF(w, struct attempt, again);
 	struct sched *s = a->s;
 
-	if (a->prev)
-		a->prev->next = a->next;
-	else
-		s->parked = a->next;
-	if (a->next)
-		a->next->prev = a->prev;
-	a->prev = a->next = NULL;
+	alist_remove(&s->parked, a);
 	writer_submit(s->wr, &a->op);
 }
 
@@ -276,7 +355,9 @@ call_done(struct be_call *c, const struct be_result *r)
 	char detail[320], why[8];
 	uint32_t jitter;
 
-	active_remove(s, a);
+	alist_remove(&s->active, a);
+	s->call_s = ewma(s->call_s, ev_now(s->loop) - a->started);
+	launch(s); /* the next call first: the slot is free now */
 	a->now_ms = sl_wall_ms();
 	detail[0] = '\0';
 	switch (r->fault) {
@@ -444,6 +525,7 @@ claim_done(struct wr_op *op)
 
 	s->claiming--;
 	s->reserved -= c->max;
+	s->claim_s = ewma(s->claim_s, ev_now(s->loop) - c->sent);
 	if (op->rc) {
 		log_error("sched: claim failed: %s", sl_strerror(op->rc));
 		claim_reset(c);
@@ -455,17 +537,13 @@ claim_done(struct wr_op *op)
 		a->call.body = a->body;
 		a->call.body_len = a->body_len;
 		a->call.done = call_done;
-		if (s->stopping || !a->body) {
+		if (s->stopping || s->paused || !a->body) {
 			release(s, a);
 			continue;
 		}
-		active_add(s, a);
-		s->stats.started++;
-		if (s->be->ops->start(s->be, &a->call) != 0) {
-			active_remove(s, a);
-			release(s, a);
-		}
+		alist_push(&s->ahead, a);
 	}
+	launch(s);
 	now = sl_wall_ms();
 	ev_timer_stop(s->loop, &s->due);
 	if (c->next_due_ms != UINT64_MAX && c->next_due_ms > now && !s->stopping) {
@@ -479,7 +557,21 @@ claim_done(struct wr_op *op)
 		dispatch(s);
 }
 
-/* Claims due jobs if there is room and something is due. */
+/* How many jobs to keep claimed beyond --concurrency (top of the file);
+ * none before a call has ended. */
+static unsigned
+ahead_depth(const struct sched *s)
+{
+	double want, cap = (double)AHEAD_CAP * s->o.concurrency;
+
+	if (s->call_s <= 0)
+		return 0;
+	want = 2.0 * s->o.concurrency * s->claim_s / (s->call_s > 1e-4 ? s->call_s : 1e-4);
+	return (unsigned)(want < cap ? want : cap);
+}
+
+/* Fills the slots: calls for jobs claimed ahead first, then a claim op if
+ * there is room (slots and the claim-ahead depth) and something is due. */
 static void
 dispatch(struct sched *s)
 {
@@ -487,13 +579,16 @@ dispatch(struct sched *s)
 	char id[1][SL_ID_LEN + 1];
 	size_t n = 0;
 	uint64_t now, next = UINT64_MAX;
-	unsigned room;
+	unsigned room, max;
 	struct claim_op *c;
 
-	if (s->stopping || s->claiming >= MAX_CLAIMS || s->paused ||
-	    s->n_active + s->reserved >= s->o.concurrency)
+	if (s->stopping || s->paused)
 		return;
-	room = s->o.concurrency - s->n_active - s->reserved;
+	launch(s); /* slots freed since: jobs claimed ahead go first */
+	max = s->o.concurrency + ahead_depth(s);
+	if (s->claiming >= MAX_CLAIMS || s->active.n + s->ahead.n + s->reserved >= max)
+		return;
+	room = max - s->active.n - s->ahead.n - s->reserved;
 	now = sl_wall_ms();
 	/* A cheap look first, so an idle daemon sends the writer nothing. */
 	if (store_begin(s->st, true, &t) == 0) {
@@ -514,6 +609,7 @@ dispatch(struct sched *s)
 	c->s = s;
 	c->max = room;
 	c->now_ms = now;
+	c->sent = ev_now(s->loop);
 	c->op.apply = claim_apply;
 	c->op.done = claim_done;
 	s->claiming++;
@@ -559,14 +655,8 @@ expire_done(struct wr_op *op)
 			log_info("sched: %zu job%s expired", e->n, e->n == 1 ? "" : "s");
 	}
 	/* Abandon calls of jobs that just expired: their slots are free. */
-	for (size_t i = 0; i < e->n_inflight; i++) {
-		struct attempt *a = active_find(s, e->ids[i]);
-		if (!a)
-			continue;
-		s->be->ops->cancel(s->be, &a->call);
-		active_remove(s, a);
-		attempt_free(a);
-	}
+	for (size_t i = 0; i < e->n_inflight; i++)
+		abandon_id(s, e->ids[i]);
 	free(e);
 	if (more)
 		sweep(s);
@@ -605,18 +695,15 @@ sweep(struct sched *s)
 
 /* ---- changes made by others (slowlanectl) ---- */
 
-/* Abandons calls whose job is no longer on their attempt: cancelled or
- * requeued by slowlanectl, which writes the store directly. Their results
- * would be fenced anyway; this frees the slot within a tick. */
+/* Abandons attempts whose job is no longer on them: cancelled or requeued
+ * by slowlanectl, which writes the store directly. Their results would be
+ * fenced anyway; this frees the slot within a tick. */
 static void
-audit_active(struct sched *s)
+audit_list(struct sched *s, struct store_txn *t, struct alist *l)
 {
-	struct store_txn *t = NULL;
 	struct attempt *a, *next;
 
-	if (!s->active || store_begin(s->st, true, &t) != 0)
-		return;
-	for (a = s->active; a; a = next) {
+	for (a = l->head; a; a = next) {
 		struct job j;
 		int rc = store_job_get(t, a->id, &j);
 		next = a->next;
@@ -625,11 +712,20 @@ audit_active(struct sched *s)
 			continue;
 		log_info("sched: abandoning the call for %s: the job was %s elsewhere", a->id,
 		    rc ? "deleted" : "changed");
-		s->be->ops->cancel(s->be, &a->call);
-		active_remove(s, a);
-		attempt_free(a);
+		abandon(s, l, a);
 		s->stats.abandoned++;
 	}
+}
+
+static void
+audit_active(struct sched *s)
+{
+	struct store_txn *t = NULL;
+
+	if ((!s->active.n && !s->ahead.n) || store_begin(s->st, true, &t) != 0)
+		return;
+	audit_list(s, t, &s->active);
+	audit_list(s, t, &s->ahead);
 	store_abort(t);
 }
 
@@ -731,11 +827,11 @@ grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct sched *s = SL_CONTAINER_OF(w, struct sched, grace);
 
 	log_warn("sched: grace period over; requeueing %u call%s still in flight",
-	    s->n_active, s->n_active == 1 ? "" : "s");
-	while (s->active) {
-		struct attempt *a = s->active;
+	    s->active.n, s->active.n == 1 ? "" : "s");
+	while (s->active.head) {
+		struct attempt *a = s->active.head;
 		s->be->ops->cancel(s->be, &a->call);
-		active_remove(s, a);
+		alist_remove(&s->active, a);
 		release(s, a);
 	}
 	maybe_stopped(s);
@@ -801,7 +897,9 @@ sched_set_paused(struct sched *s, bool paused)
 {
 	s->paused = paused;
 	log_info("sched: dispatch %s", paused ? "paused" : "resumed");
-	if (!paused)
+	if (paused)
+		release_ahead(s); /* paused: no call starts, running ones end */
+	else
 		dispatch(s);
 }
 
@@ -819,10 +917,11 @@ sched_shutdown(struct sched *s, void (*done)(void *arg), void *arg)
 	s->stopped_arg = arg;
 	ev_timer_stop(s->loop, &s->tick);
 	ev_timer_stop(s->loop, &s->due);
-	if (s->n_active > 0) {
+	release_ahead(s);
+	if (s->active.n > 0) {
 		log_info("sched: waiting up to %llu ms for %u call%s in flight",
-		    (unsigned long long)s->o.shutdown_grace_ms, s->n_active,
-		    s->n_active == 1 ? "" : "s");
+		    (unsigned long long)s->o.shutdown_grace_ms, s->active.n,
+		    s->active.n == 1 ? "" : "s");
 		ev_timer_set(&s->grace, (double)s->o.shutdown_grace_ms / 1000.0, 0.);
 		ev_timer_start(s->loop, &s->grace);
 	}
@@ -833,7 +932,7 @@ void
 sched_get_stats(const struct sched *s, struct sched_stats *out)
 {
 	*out = s->stats;
-	out->in_flight = s->n_active;
+	out->in_flight = s->active.n;
 }
 
 void
@@ -844,17 +943,22 @@ sched_free(struct sched *s)
 	ev_timer_stop(s->loop, &s->tick);
 	ev_timer_stop(s->loop, &s->due);
 	ev_timer_stop(s->loop, &s->grace);
-	while (s->active) {
-		struct attempt *a = s->active;
+	while (s->active.head) {
+		struct attempt *a = s->active.head;
 		s->be->ops->cancel(s->be, &a->call);
-		active_remove(s, a);
+		alist_remove(&s->active, a);
 		attempt_free(a);
 	}
-	/* Outcomes never stored: their jobs are still In Progress on disk and
-	 * are put back at the next start. */
-	while (s->parked) {
-		struct attempt *a = s->parked;
-		s->parked = a->next;
+	/* Claimed ahead, or outcomes never stored: their jobs are still In
+	 * Progress on disk and are put back at the next start. */
+	while (s->ahead.head) {
+		struct attempt *a = s->ahead.head;
+		alist_remove(&s->ahead, a);
+		attempt_free(a);
+	}
+	while (s->parked.head) {
+		struct attempt *a = s->parked.head;
+		alist_remove(&s->parked, a);
 		ev_timer_stop(s->loop, &a->again);
 		attempt_free(a);
 	}

@@ -119,6 +119,7 @@ static struct {
 	long long calls;
 	long long with_metadata;
 	long long in_flight;
+	long long max_in_flight;	/* the most in flight at once since the last reset */
 	char *last_auth;
 	json_t *by_echo;
 	json_t *fail_counts;	/* SHA-256 hex of a body -> calls seen, for fail=N */
@@ -262,6 +263,8 @@ static void stats_record(const struct call *c, const char *auth)
 	pthread_mutex_lock(&stats.lock);
 	stats.calls++;
 	stats.in_flight++;
+	if (stats.in_flight > stats.max_in_flight)
+		stats.max_in_flight = stats.in_flight;
 	if (metadata)
 		stats.with_metadata++;
 	free(stats.last_auth);
@@ -276,6 +279,7 @@ static void stats_reset(void)
 	pthread_mutex_lock(&stats.lock);
 	stats.calls = 0;
 	stats.with_metadata = 0;
+	stats.max_in_flight = stats.in_flight;
 	free(stats.last_auth);
 	stats.last_auth = NULL;
 	json_object_clear(stats.by_echo);
@@ -872,10 +876,11 @@ static enum MHD_Result handle_stats(struct req *r)
 
 	/* Serialise under the lock: by_echo is shared, and copying 20k keys costs as much. */
 	pthread_mutex_lock(&stats.lock);
-	body = json_pack("{s:I, s:I, s:s?, s:I, s:O}", "calls", (json_int_t)stats.calls,
+	body = json_pack("{s:I, s:I, s:s?, s:I, s:I, s:O}", "calls", (json_int_t)stats.calls,
 			 "with_metadata", (json_int_t)stats.with_metadata,
 			 "last_authorization", stats.last_auth,
-			 "in_flight", (json_int_t)stats.in_flight, "by_echo", stats.by_echo);
+			 "in_flight", (json_int_t)stats.in_flight,
+			 "max_in_flight", (json_int_t)stats.max_in_flight, "by_echo", stats.by_echo);
 	if (body)
 		s = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
