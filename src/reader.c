@@ -53,6 +53,7 @@ reader_main(void *arg)
 	struct reader *rd = arg;
 	struct rd_op *op;
 
+	pthread_setname_np(pthread_self(), "sl-reader"); /* top -H, perf, gdb */
 	for (;;) {
 		pthread_mutex_lock(&rd->mu);
 		while (!rd->queue && !rd->stopping)

@@ -124,6 +124,7 @@ writer_main(void *arg)
 {
 	struct writer *w = arg;
 
+	pthread_setname_np(pthread_self(), "sl-writer"); /* top -H, perf, gdb */
 	for (;;) {
 		struct wr_op *batch;
 		int rc;
