@@ -248,6 +248,7 @@ h_healthz(struct http_req *r, void *ctx)
 	struct api *a = ctx;
 	struct store_txn *t = NULL;
 	struct store_counts c;
+	struct sched_stats ss = { 0 };
 	int rc = store_begin(a->st, true, &t);
 
 	if (rc == 0)
@@ -258,10 +259,15 @@ h_healthz(struct http_req *r, void *ctx)
 		    "The store cannot be read.");
 		return;
 	}
-	http_reply_json(r, 200, json_pack("{s:s, s:{s:I, s:I, s:I, s:I}}", "status", "ok",
+	/* In Progress counts jobs claimed ahead too; calls_in_flight is what
+	 * the upstream sees (at most --concurrency). */
+	if (a->sc)
+		sched_get_stats(a->sc, &ss);
+	http_reply_json(r, 200, json_pack("{s:s, s:{s:I, s:I, s:I, s:I}, s:I}", "status", "ok",
 	    "jobs", "queued", (json_int_t)c.by_state[JOB_QUEUED], "in_progress",
 	    (json_int_t)c.by_state[JOB_IN_PROGRESS], "success",
-	    (json_int_t)c.by_state[JOB_SUCCESS], "failed", (json_int_t)c.by_state[JOB_FAILED]));
+	    (json_int_t)c.by_state[JOB_SUCCESS], "failed", (json_int_t)c.by_state[JOB_FAILED],
+	    "calls_in_flight", (json_int_t)ss.in_flight));
 }
 
 static void

@@ -29,14 +29,17 @@ async function submitMany(base, n, tag) {
 }
 
 // Samples /healthz every few ms until `done(jobs)` or the deadline; returns
-// the last jobs object and the most In Progress seen.
+// the last jobs object, the most In Progress and the most calls in flight
+// it reported.
 async function watch(base, done, timeoutMs) {
   const deadline = Date.now() + timeoutMs * TIME_SCALE;
-  let maxInProgress = 0;
+  let maxInProgress = 0, maxCalls = 0;
   for (;;) {
-    const j = (await healthz(base)).jobs;
+    const h = await healthz(base);
+    const j = h.jobs;
     maxInProgress = Math.max(maxInProgress, j.in_progress);
-    if (done(j)) return { jobs: j, maxInProgress };
+    maxCalls = Math.max(maxCalls, h.calls_in_flight);
+    if (done(j)) return { jobs: j, maxInProgress, maxCalls };
     if (Date.now() > deadline) throw new Error(`not done in time: ${JSON.stringify(j)}`);
     await sleep(5);
   }
@@ -54,10 +57,12 @@ test('a fast upstream: jobs are claimed ahead, calls never exceed --concurrency'
   await submitMany(d.base, N, 'fast');
   await m.reset();
   d.proc.kill('SIGUSR1');
-  const { jobs, maxInProgress } = await watch(d.base, (j) => j.success === N, 60000);
+  const { jobs, maxInProgress, maxCalls } = await watch(d.base, (j) => j.success === N, 60000);
   const st = await m.stats();
   assert.deepEqual(jobs, { queued: 0, in_progress: 0, success: N, failed: 0 });
   assert.ok(st.max_in_flight <= 4, `the upstream saw ${st.max_in_flight} calls at once (--concurrency 4)`);
+  assert.ok(maxCalls >= 1 && maxCalls <= 4, `/healthz calls_in_flight stays within --concurrency (${maxCalls})`);
+  assert.equal((await healthz(d.base)).calls_in_flight, 0);
   // Without claim-ahead In Progress never exceeds --concurrency (a claim
   // only takes the slots free when it is sent).
   assert.ok(maxInProgress > 4, `jobs were claimed ahead (most In Progress seen: ${maxInProgress})`);
