@@ -3,7 +3,9 @@
  * thread. It claims due jobs from the store's ready index (through the
  * writer), runs them on the backend with at most `concurrency` calls in
  * flight, turns each outcome into a store change (policy.h decides), and
- * ends expired jobs. It holds in memory only what is in flight.
+ * ends expired jobs. It holds in memory only what is in flight, plus the
+ * jobs claimed ahead of a free slot (at most 4 × concurrency, none against
+ * a slow upstream; sched.c's header says how many).
  *
  * Threads: loop thread only.
  */
