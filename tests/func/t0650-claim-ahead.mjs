@@ -50,13 +50,20 @@ function assertEachCalledOnce(st, tag, n) {
     assert.equal(st.by_echo[`${tag} ${i}`], 1, `${tag} ${i} called exactly once`);
 }
 
-test('a fast upstream: jobs are claimed ahead, calls never exceed --concurrency', async () => {
-  const m = await mock({ latency: 1 });
+// A paused daemon (--concurrency 4) with n jobs tagged `tag` stored, its
+// mock answering in `latency` ms and just reset; dispatch then resumed.
+async function drain(latency, n, tag) {
+  const m = await mock({ latency });
   const d = await startDaemon({ upstream: m.url, args: ['--paused', '--concurrency', '4'] });
-  const N = 2000;
-  await submitMany(d.base, N, 'fast');
+  await submitMany(d.base, n, tag);
   await m.reset();
   d.proc.kill('SIGUSR1');
+  return { m, d };
+}
+
+test('a fast upstream: jobs are claimed ahead, calls never exceed --concurrency', async () => {
+  const N = 2000;
+  const { m, d } = await drain(1, N, 'fast');
   const { jobs, maxInProgress, maxCalls } = await watch(d.base, (j) => j.success === N, 60000);
   const st = await m.stats();
   assert.deepEqual(jobs, { queued: 0, in_progress: 0, success: N, failed: 0 });
@@ -83,12 +90,8 @@ test('a slow upstream: nothing is claimed ahead', async () => {
 });
 
 test('pause and SIGTERM give the jobs claimed ahead back, uncalled', async () => {
-  const m = await mock({ latency: 2 });
-  const d = await startDaemon({ upstream: m.url, args: ['--paused', '--concurrency', '4'] });
   const N = 3000;
-  await submitMany(d.base, N, 'pause');
-  await m.reset();
-  d.proc.kill('SIGUSR1');
+  const { m, d } = await drain(2, N, 'pause');
   await watch(d.base, (j) => j.success >= 200 && j.in_progress > 4, 30000);
   d.proc.kill('SIGUSR2');
   // The calls running end; nothing new starts and nothing stays claimed.
