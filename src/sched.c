@@ -357,7 +357,6 @@ call_done(struct be_call *c, const struct be_result *r)
 
 	alist_remove(&s->active, a);
 	s->call_s = ewma(s->call_s, ev_now(s->loop) - a->started);
-	launch(s); /* the next call first: the slot is free now */
 	a->now_ms = sl_wall_ms();
 	detail[0] = '\0';
 	switch (r->fault) {
@@ -423,7 +422,8 @@ call_done(struct be_call *c, const struct be_result *r)
 	a->op.done = finish_done;
 	ev_timer_init(&a->again, again_cb, 1.0, 0.);
 	writer_submit(s->wr, &a->op);
-	/* Free slot: claim more right away rather than after the commit. */
+	/* Free slot: start a job claimed ahead, or claim more, now rather than
+	 * after the commit. */
 	dispatch(s);
 	maybe_stopped(s);
 }
@@ -541,9 +541,8 @@ claim_done(struct wr_op *op)
 			release(s, a);
 			continue;
 		}
-		alist_push(&s->ahead, a);
+		alist_push(&s->ahead, a); /* dispatch() below starts them */
 	}
-	launch(s);
 	now = sl_wall_ms();
 	ev_timer_stop(s->loop, &s->due);
 	if (c->next_due_ms != UINT64_MAX && c->next_due_ms > now && !s->stopping) {
