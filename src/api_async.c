@@ -20,6 +20,7 @@
 #include "slowlane/common.h"
 #include "slowlane/generation.h"
 #include "slowlane/group.h"
+#include "slowlane/intake.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
 #include "slowlane/util.h"
@@ -38,7 +39,11 @@ struct insert_op {
 	const char *body;     /* single: the request's own buffer */
 	size_t body_len;
 	size_t *lens;
+	unsigned char *rec;   /* the journal's record of it (intake.h), or NULL */
 };
+
+static int insert_apply(struct store_txn *t, struct wr_op *op);
+static void insert_done(struct wr_op *op);
 
 static void
 insert_free(struct insert_op *s)
@@ -51,7 +56,27 @@ insert_free(struct insert_op *s)
 	free(s->lens);
 	free(s->jobs);
 	free(s->group);
+	free(s->rec);
 	free(s);
+}
+
+/* Hands the submit to the writer, with its record when it may be journaled
+ * (without one, for lack of memory, it simply commits directly). */
+static void
+insert_submit(struct insert_op *s)
+{
+	struct api *a = s->api;
+
+	s->op.apply = insert_apply;
+	s->op.done = insert_done;
+	if (writer_journaling(a->wr)) {
+		const char *one[1] = { s->body };
+		size_t one_len[1] = { s->body_len };
+		if (intake_encode(s->jobs, s->n, s->bodies ? (const char *const *)s->bodies : one,
+		    s->bodies ? s->lens : one_len, s->group, &s->rec, &s->op.rec_len) == 0)
+			s->op.rec = s->rec;
+	}
+	writer_submit(a->wr, &s->op);
 }
 
 static int
@@ -193,9 +218,7 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 	s->n = 1;
 	s->api = a;
 	s->req = r;
-	s->op.apply = insert_apply;
-	s->op.done = insert_done;
-	writer_submit(a->wr, &s->op);
+	insert_submit(s);
 }
 
 void api_h_chat(struct http_req *r, void *ctx) { submit(r, ctx, JOB_CHAT); }
@@ -314,9 +337,7 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 	json_decref(root);
 	s->api = a;
 	s->req = r;
-	s->op.apply = insert_apply;
-	s->op.done = insert_done;
-	writer_submit(a->wr, &s->op);
+	insert_submit(s);
 	return;
 fail:
 	json_decref(root);
@@ -373,15 +394,44 @@ struct poll {
 	bool group; /* GET /v1/generation/group/{id}, else /v1/generation/{id} */
 	char id[SL_ID_LEN + 1];
 	char tenant[JOB_TENANT_LEN + 1];
+	struct intake *in; /* journaled submits not yet stored, or NULL */
 	struct sl_buf b;
 	int rc;
 };
 
+/*
+ * A submit journaled but not yet stored is answered from the intake
+ * overlay, which is checked before the store. A job leaves the overlay only
+ * after its commit, so after a store miss a snapshot renewed now must hold
+ * it if it was acknowledged (intake.h).
+ */
+static struct intake_ref *
+poll_held(struct poll *p)
+{
+	return p->in ? intake_find(p->in, p->id) : NULL;
+}
+
+static bool
+poll_renew(struct store_txn *t, struct poll *p, int rc)
+{
+	return rc == SL_ENOTFOUND && p->in && store_refresh(t) == 0;
+}
+
 static int
 render_generation(struct store_txn *t, struct poll *p)
 {
+	struct intake_ref *held = poll_held(p);
 	struct job j;
-	int rc = store_job_get(t, p->id, &j);
+	int rc;
+
+	if (held) {
+		rc = intake_render_job(held, p->id, p->tenant, &p->b);
+		intake_release(p->in, held);
+		return rc;
+	}
+	rc = store_job_get(t, p->id, &j);
+	if (poll_renew(t, p, rc))
+		rc = store_job_get(t, p->id, &j);
 
 	/* Another key's job is indistinguishable from a missing one. */
 	if (rc == 0 && strcmp(j.tenant, p->tenant) != 0)
@@ -391,17 +441,37 @@ render_generation(struct store_txn *t, struct poll *p)
 	return rc;
 }
 
+/* The group object up to its generations array. */
+static int
+group_head(struct sl_buf *b, const struct group *g)
+{
+	return sl_buf_printf(b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":",
+	    g->id, g->size);
+}
+
 static int
 render_group(struct store_txn *t, struct poll *p)
 {
+	struct intake_ref *held = poll_held(p);
 	struct group g;
-	int rc = group_get(t, p->id, &g);
+	int rc;
 
+	if (held) {
+		rc = intake_group(held, p->id, p->tenant, &g);
+		if (rc == 0)
+			rc = group_head(&p->b, &g);
+		if (rc == 0)
+			rc = intake_render_members(held, &p->b);
+		intake_release(p->in, held);
+		return rc ? rc : sl_buf_append(&p->b, "}", 1);
+	}
+	rc = group_get(t, p->id, &g);
+	if (poll_renew(t, p, rc))
+		rc = group_get(t, p->id, &g);
 	if (rc == 0 && strcmp(g.tenant, p->tenant) != 0)
 		rc = SL_ENOTFOUND;
 	if (rc == 0)
-		rc = sl_buf_printf(&p->b, "{\"groupId\":\"%s\",\"groupSize\":%u,\"generations\":",
-		    g.id, g.size);
+		rc = group_head(&p->b, &g);
 	if (rc == 0)
 		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g.members, g.size,
 		    &p->b);
@@ -452,6 +522,7 @@ poll_start(struct http_req *r, struct api *a, bool group)
 	p->op.done = poll_done;
 	p->req = r;
 	p->group = group;
+	p->in = a->o.intake;
 	memcpy(p->id, id, SL_ID_LEN + 1);
 	sl_buf_init(&p->b, (size_t)1 << 30);
 	reader_submit(a->rd, &p->op);

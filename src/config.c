@@ -103,6 +103,8 @@ static const struct option_row options[] = {
 	  "retry a failing delivery for this long, then give up (default 24h)" },
 	{ "webhook-retry-base", T_DUR, F(webhook_retry_base_ms), 0, 1, DAY, "DUR",
 	  "first delivery backoff, x4 each retry up to 10h (default 5s)" },
+	{ "no-journal", T_FLAG, F(no_journal), 0, 0, 0, NULL,
+	  "acknowledge submits after their store commit, not after a journal append" },
 	{ "paused", T_FLAG, F(paused), 0, 0, 0, NULL,
 	  "start with dispatch paused; SIGUSR1 resumes, SIGUSR2 pauses" },
 	{ "port-file", T_STR, F(port_file), 0, 0, 0, "FILE",

@@ -59,6 +59,15 @@ generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b)
 		resp = NULL;
 	else if (rc)
 		return rc;
+	return generation_render_parts(j, req, req_len, resp, resp_len, b);
+}
+
+int
+generation_render_parts(const struct job *j, const void *req, size_t req_len,
+    const void *resp, size_t resp_len, struct sl_buf *b)
+{
+	int rc;
+
 	/* Stored bodies are JSON texts (validated at submit; results are
 	 * upstream JSON or wrapped by the scheduler): embed them raw. */
 	rc = sl_buf_printf(b, "{\"id\":\"%s\",\"request\":", j->id);

@@ -14,15 +14,12 @@
 
 #define GROUP_FORMAT 1
 
-int
-group_put(struct store_txn *t, const struct group *g)
+size_t
+group_encode(const struct group *g, unsigned char *buf)
 {
-	unsigned char buf[16 + 2 + JOB_TENANT_LEN + JOB_WEBHOOK_MAX + GROUP_MAX * SL_ID_LEN];
 	unsigned char *p = buf;
 	size_t n;
 
-	if (g->size > GROUP_MAX)
-		return SL_EINVAL;
 	*p++ = GROUP_FORMAT;
 	*p++ = g->kind;
 	sl_put_be64(p, g->created_ms);
@@ -41,22 +38,38 @@ group_put(struct store_txn *t, const struct group *g)
 	p += n;
 	for (unsigned i = 0; i < g->size; i++, p += SL_ID_LEN)
 		memcpy(p, g->members[i], SL_ID_LEN);
-	return store_table_put(t, STORE_T_GROUPS, g->id, SL_ID_LEN, buf, (size_t)(p - buf));
+	return (size_t)(p - buf);
+}
+
+int
+group_put(struct store_txn *t, const struct group *g)
+{
+	unsigned char buf[GROUP_ENCODED_MAX];
+
+	if (g->size > GROUP_MAX)
+		return SL_EINVAL;
+	return store_table_put(t, STORE_T_GROUPS, g->id, SL_ID_LEN, buf, group_encode(g, buf));
 }
 
 int
 group_get(struct store_txn *t, const char *id, struct group *out)
 {
-	const unsigned char *p, *end;
 	const void *data;
-	size_t len, n;
+	size_t len;
 	int rc;
 
 	if (strlen(id) != SL_ID_LEN)
 		return SL_ENOTFOUND;
 	rc = store_table_get(t, STORE_T_GROUPS, id, SL_ID_LEN, &data, &len);
-	if (rc)
-		return rc;
+	return rc ? rc : group_decode(id, data, len, out);
+}
+
+int
+group_decode(const char *id, const void *data, size_t len, struct group *out)
+{
+	const unsigned char *p, *end;
+	size_t n;
+
 	p = data;
 	end = p + len;
 	memset(out, 0, sizeof *out);

@@ -25,6 +25,8 @@
 #include "slowlane/deliver.h"
 #include "slowlane/files.h"
 #include "slowlane/http.h"
+#include "slowlane/intake.h"
+#include "slowlane/journal.h"
 #include "slowlane/log.h"
 #include "slowlane/reader.h"
 #include "slowlane/sched.h"
@@ -44,6 +46,8 @@ struct daemon {
 	struct batchrun *br;
 	struct api *api;
 	struct http_server *http;
+	struct journal *jn;
+	struct intake *in;
 	ev_signal sigterm, sigint, sigusr1, sigusr2;
 	ev_timer drain;  /* waits for suspended requests during shutdown */
 	bool stopping;
@@ -152,6 +156,83 @@ raise_fd_limit(void)
 	}
 }
 
+struct replay {
+	struct store_txn *t;
+	bool apply;   /* false: frames of another store, counted only */
+	uint64_t n;
+};
+
+static int
+replay_one(void *arg, uint64_t seq, const void *rec, size_t len)
+{
+	struct replay *r = arg;
+
+	r->n++;
+	return r->apply ? intake_apply(r->t, rec, len) : 0;
+}
+
+/*
+ * Stores every journaled submit the store does not have yet (crash
+ * recovery, docs/JOURNAL.md) and, unless --no-journal, keeps the journal
+ * open for the writer. `meta.journal_seq` is the last frame the store has;
+ * a store without it has never had a journal, so frames found then belong
+ * to another store (a data.mdb removed by hand) and are not applied.
+ */
+static int
+open_journal(struct daemon *d)
+{
+	struct replay r = { .apply = true };
+	char path[4096];
+	uint64_t applied = 0, last = 0;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/journal", d->cfg.data_dir);
+	if (d->cfg.no_journal && access(path, F_OK) != 0)
+		return 0;
+	rc = store_begin(d->st, false, &r.t);
+	if (rc)
+		goto out;
+	rc = store_meta_get_u64(r.t, "journal_seq", &applied);
+	if (rc == SL_ENOTFOUND) {
+		r.apply = false;
+		rc = 0;
+	}
+	if (rc == 0)
+		rc = journal_open(d->cfg.data_dir, applied, replay_one, &r, &last, &d->jn);
+	if (rc == 0)
+		rc = store_meta_put_u64(r.t, "journal_seq", last);
+	if (rc == 0)
+		rc = store_commit(r.t);
+	r.t = NULL;
+	if (rc)
+		goto out;
+	if (r.n && r.apply)
+		log_info("journal: %llu acknowledged submit%s stored", (unsigned long long)r.n,
+		    r.n == 1 ? "" : "s");
+	else if (r.n)
+		log_warn("journal: %llu frame%s of another store ignored", (unsigned long long)r.n,
+		    r.n == 1 ? "" : "s");
+	if (d->cfg.no_journal) {
+		journal_close(d->jn);
+		d->jn = NULL;
+	} else if (!(d->in = intake_new())) {
+		rc = -ENOMEM;
+	}
+out:
+	store_abort(r.t);
+	return rc;
+}
+
+/* The writer stored journaled submits: their jobs can be claimed now. */
+static void
+journal_stored(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->sc)
+		sched_kick(d->sc);
+}
+
 static int
 run(struct daemon *d)
 {
@@ -174,6 +255,11 @@ run(struct daemon *d)
 		log_error("cannot create %s/files: %s", c->data_dir, sl_strerror(rc));
 		return 1;
 	}
+	rc = open_journal(d);
+	if (rc) {
+		log_error("cannot replay the journal in %s: %s", c->data_dir, sl_strerror(rc));
+		return 1;
+	}
 	rc = sched_recover(d->st, sl_wall_ms(), &recovered);
 	if (rc) {
 		log_error("crash recovery failed: %s", sl_strerror(rc));
@@ -183,7 +269,9 @@ run(struct daemon *d)
 	    c->data_dir, recovered, recovered == 1 ? "" : "s");
 
 	d->loop = ev_default_loop(EVFLAG_AUTO);
-	rc = writer_start(&d->wr, d->st, d->loop);
+	struct writer_journal wj = { .journal = d->jn, .intake = d->in,
+		.stored = journal_stored, .arg = d };
+	rc = writer_start(&d->wr, d->st, d->loop, &wj);
 	if (rc == 0)
 		rc = reader_start(&d->rd, d->st, d->loop, (unsigned)c->readers);
 	if (rc == 0)
@@ -215,6 +303,7 @@ run(struct daemon *d)
 		.batch_max_bytes = c->batch_max_bytes,
 		.rate_limit = (uint32_t)c->rate_limit,
 		.max_queued = c->max_queued,
+		.intake = d->in,
 	};
 	struct deliver_opts dopts = {
 		.allow_http = c->webhook_allow_http,
@@ -305,6 +394,8 @@ teardown(struct daemon *d)
 	if (d->be)
 		d->be->ops->free(d->be);
 	store_close(d->st);
+	journal_close(d->jn);
+	intake_free(d->in);
 	if (d->loop)
 		log_info("stopped: %llu commits, %llu store operations",
 		    (unsigned long long)ws.commits, (unsigned long long)ws.ops);

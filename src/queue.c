@@ -44,12 +44,20 @@ job_ended(struct store_txn *t, const struct job *j, uint64_t now_ms)
 int
 queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len)
 {
-	int rc;
-
 	if (j->state != JOB_QUEUED)
 		return SL_EINVAL;
 	if (store_nearly_full(t))
 		return SL_EFULL; /* before writing: the headroom is for results */
+	return queue_insert_acked(t, j, body, len);
+}
+
+int
+queue_insert_acked(struct store_txn *t, const struct job *j, const void *body, size_t len)
+{
+	int rc;
+
+	if (j->state != JOB_QUEUED)
+		return SL_EINVAL;
 	rc = store_body_put(t, j->id, body, len);
 	if (rc)
 		return rc;

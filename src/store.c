@@ -363,17 +363,23 @@ store_measure_free(struct store *st)
 bool
 store_nearly_full(struct store_txn *t)
 {
+	return store_map_nearly_full(t->st);
+}
+
+bool
+store_map_nearly_full(struct store *st)
+{
 	MDB_envinfo ei;
 	MDB_stat ms;
 	uint64_t map_pages, hwm, free_pages;
 
-	if (mdb_env_info(t->st->env, &ei) != 0 || mdb_env_stat(t->st->env, &ms) != 0)
+	if (mdb_env_info(st->env, &ei) != 0 || mdb_env_stat(st->env, &ms) != 0)
 		return false;
 	map_pages = ei.me_mapsize / ms.ms_psize;
 	hwm = ei.me_last_pgno + 1;
 	if (hwm * 10 < map_pages * 9)
 		return false; /* the common case: one copy of the meta page */
-	free_pages = atomic_load(&t->st->free_pages);
+	free_pages = atomic_load(&st->free_pages);
 	return (hwm - (free_pages < hwm ? free_pages : 0)) * 10 >= map_pages * 9;
 }
 
@@ -440,6 +446,38 @@ store_abort(struct store_txn *t)
 		return;
 	mdb_txn_abort(t->txn);
 	free(t);
+}
+
+int
+store_refresh(struct store_txn *t)
+{
+	mdb_txn_reset(t->txn);
+	return map_rc(mdb_txn_renew(t->txn), "txn_renew");
+}
+
+/* Named 8-byte values in `meta` (big-endian). */
+int
+store_meta_get_u64(struct store_txn *t, const char *name, uint64_t *out)
+{
+	MDB_val k = { strlen(name), (void *)name }, v;
+	int rc = mdb_get(t->txn, t->st->dbi[DB_META], &k, &v);
+
+	if (rc)
+		return map_rc(rc, "get meta");
+	if (v.mv_size != 8)
+		return SL_ECORRUPT;
+	*out = sl_get_be64(v.mv_data);
+	return 0;
+}
+
+int
+store_meta_put_u64(struct store_txn *t, const char *name, uint64_t val)
+{
+	unsigned char buf[8];
+	MDB_val k = { strlen(name), (void *)name }, v = { sizeof buf, buf };
+
+	sl_put_be64(buf, val);
+	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put meta");
 }
 
 /* ---- checked values: payload followed by CRC-32 of the payload ---- */

@@ -7,6 +7,16 @@
  *
  * While one batch syncs, the loop keeps accepting requests into the next, so
  * the batch size grows with load by itself: one sync per batch, not per job.
+ *
+ * With a journal (docs/JOURNAL.md) a second thread, sl-journal, takes the
+ * ops that carry a submit record: it holds their records in the intake
+ * overlay, appends them to the journal in one synced write, queues one
+ * `stored_op` carrying them to the writer, and only then hands the ops back
+ * as done. So an op the loop submits after an acknowledgement is queued
+ * behind the insert it may depend on. The writer applies a stored_op like
+ * any other op, with the journal seq it reached, in the same transaction;
+ * a stored_op is never dropped from a batch (`must`): on a hard error the
+ * batch is retried until the store takes it.
  */
 #include "config.h"
 
@@ -14,6 +24,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "slowlane/common.h"
 #include "slowlane/log.h"
@@ -30,8 +41,23 @@ struct writer {
 	struct wr_op *done, **done_tail;   /* guarded by mu */
 	int stopping;                      /* guarded by mu */
 	struct wr_op *failed;              /* writer thread: ops taken out */
-	unsigned pending;                  /* loop thread only */
-	atomic_uint_fast64_t commits, ops;
+	atomic_uint pending;               /* submitted, done not yet run */
+	atomic_uint_fast64_t commits, ops, journaled;
+	/* the journal lane (jo.journal NULL: none) */
+	struct writer_journal jo;
+	pthread_t jthread;
+	pthread_cond_t jcv;
+	struct wr_op *jqueue, **jqueue_tail; /* guarded by mu */
+	bool jstopping, jstopped;            /* guarded by mu */
+};
+
+/* Journaled submits on their way into the store: one per journal append. */
+struct stored_op {
+	struct wr_op op;
+	struct writer *w;
+	uint64_t last_seq;
+	size_t n;
+	struct intake_ref *held[];
 };
 
 /* Errors an op reports before writing anything: they leave the transaction
@@ -68,6 +94,16 @@ again:
 		struct wr_op *op = *pp;
 		op->rc = op->apply(t, op);
 		n++;
+		if (op->rc && !is_soft(op->rc) && op->must) {
+			/* Acknowledged work: nothing may pass it. Wait for the
+			 * store to take it (a full disk frees up, say). */
+			log_error("writer: journaled submits could not be stored (%s); retrying",
+			    sl_strerror(op->rc));
+			store_abort(t);
+			t = NULL;
+			usleep(100 * 1000);
+			goto again;
+		}
 		if (op->rc && !is_soft(op->rc)) {
 			/* Unlink the op; it is reported separately. */
 			store_abort(t);
@@ -92,6 +128,13 @@ again:
 		log_error("writer: commit failed with an I/O error; exiting");
 		abort();
 	}
+	for (struct wr_op *op = *batchp; rc && op; op = op->next)
+		if (op->must) {
+			log_error("writer: a commit holding journaled submits failed (%s); retrying",
+			    sl_strerror(rc));
+			usleep(100 * 1000);
+			goto again;
+		}
 	atomic_fetch_add(&w->commits, 1);
 	atomic_fetch_add(&w->ops, n);
 out:
@@ -148,6 +191,155 @@ writer_main(void *arg)
 	return NULL;
 }
 
+/* ---- the journal lane ---- */
+
+static int
+stored_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct stored_op *so = SL_CONTAINER_OF(op, struct stored_op, op);
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < so->n; i++) {
+		size_t len;
+		const void *rec = intake_ref_data(so->held[i], &len);
+		rc = intake_apply(t, rec, len);
+	}
+	if (rc == 0)
+		rc = store_meta_put_u64(t, "journal_seq", so->last_seq);
+	/* A soft error would let the batch commit without these: never. */
+	return is_soft(rc) ? SL_ESTORE : rc;
+}
+
+/* Loop thread, after the commit: the submits are in the store. */
+static void
+stored_done(struct wr_op *op)
+{
+	struct stored_op *so = SL_CONTAINER_OF(op, struct stored_op, op);
+	struct writer *w = so->w;
+
+	for (size_t i = 0; i < so->n; i++)
+		intake_forget(w->jo.intake, so->held[i]);
+	journal_applied(w->jo.journal, so->last_seq);
+	if (w->jo.stored)
+		w->jo.stored(w->jo.arg);
+	free(so);
+}
+
+/* Moves `list` to the writer's queue (mu held). */
+static void
+queue_direct_locked(struct writer *w, struct wr_op *list)
+{
+	*w->queue_tail = list;
+	while (*w->queue_tail)
+		w->queue_tail = &(*w->queue_tail)->next;
+	pthread_cond_signal(&w->cv);
+}
+
+/*
+ * Journals `batch`: holds each record in the overlay (an op whose record
+ * cannot be held goes the direct way instead), writes them all in one
+ * synced append, then queues their stored_op and hands the ops back, in
+ * that order and under one lock.
+ */
+static void
+journal_batch(struct writer *w, struct wr_op *batch)
+{
+	struct stored_op *so;
+	struct wr_op *held = NULL, **held_tail = &held, *direct = NULL, **direct_tail = &direct;
+	struct iovec *iov;
+	size_t n = 0, size = 0, journaled;
+	uint64_t first;
+	int rc;
+
+	for (struct wr_op *op = batch; op; op = op->next)
+		n++;
+	so = malloc(sizeof *so + n * sizeof so->held[0]);
+	iov = malloc(n * sizeof *iov);
+	if (!so || !iov || store_map_nearly_full(w->st) || store_disk_full(w->st)) {
+		/* Refusals stay synchronous: the direct path answers 507. */
+		free(so);
+		free(iov);
+		pthread_mutex_lock(&w->mu);
+		queue_direct_locked(w, batch);
+		pthread_mutex_unlock(&w->mu);
+		return;
+	}
+	so->n = 0;
+	for (struct wr_op *op = batch, *next; op; op = next) {
+		struct iovec v = { (void *)op->rec, op->rec_len };
+		next = op->next;
+		op->next = NULL;
+		if (size + journal_frames_size(&v, 1) <= JOURNAL_HALF &&
+		    intake_hold(w->jo.intake, op->rec, op->rec_len, &so->held[so->n]) == 0) {
+			size += journal_frames_size(&v, 1);
+			iov[so->n++] = v;
+			*held_tail = op;
+			held_tail = &op->next;
+		} else {
+			*direct_tail = op;
+			direct_tail = &op->next;
+		}
+	}
+	if (so->n) {
+		rc = journal_append(w->jo.journal, iov, so->n, &first);
+		if (rc) {
+			/* As for a failed fsync in the store: nothing is known. */
+			log_error("journal: append failed: %s; exiting", sl_strerror(rc));
+			abort();
+		}
+		so->last_seq = first + so->n - 1;
+		so->w = w;
+		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done, .must = true };
+		atomic_fetch_add(&w->journaled, so->n);
+	}
+	free(iov);
+	journaled = so->n; /* once queued, so may be stored and freed at once */
+	pthread_mutex_lock(&w->mu);
+	if (journaled) {
+		atomic_fetch_add(&w->pending, 1); /* the stored_op: run_done finishes it */
+		so->op.next = direct;
+		queue_direct_locked(w, &so->op);
+	} else if (direct) {
+		queue_direct_locked(w, direct);
+	}
+	for (struct wr_op *op = held; op; op = op->next)
+		op->rc = 0;
+	*w->done_tail = held;
+	while (*w->done_tail)
+		w->done_tail = &(*w->done_tail)->next;
+	pthread_mutex_unlock(&w->mu);
+	if (!journaled)
+		free(so);
+	if (held)
+		ev_async_send(w->loop, &w->wake);
+}
+
+static void *
+journal_main(void *arg)
+{
+	struct writer *w = arg;
+
+	pthread_setname_np(pthread_self(), "sl-journal");
+	for (;;) {
+		struct wr_op *batch;
+
+		pthread_mutex_lock(&w->mu);
+		while (!w->jqueue && !w->jstopping)
+			pthread_cond_wait(&w->jcv, &w->mu);
+		if (!w->jqueue) {
+			w->jstopped = true;
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		batch = w->jqueue;
+		w->jqueue = NULL;
+		w->jqueue_tail = &w->jqueue;
+		pthread_mutex_unlock(&w->mu);
+		journal_batch(w, batch);
+	}
+	return NULL;
+}
+
 /* Loop thread: runs `done` for every finished op. */
 static void
 run_done(struct writer *w)
@@ -161,7 +353,7 @@ run_done(struct writer *w)
 	pthread_mutex_unlock(&w->mu);
 	for (; list; list = next) {
 		next = list->next;
-		w->pending--;
+		atomic_fetch_sub(&w->pending, 1);
 		list->done(list);
 	}
 }
@@ -173,7 +365,8 @@ wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 }
 
 int
-writer_start(struct writer **out, struct store *st, struct ev_loop *loop)
+writer_start(struct writer **out, struct store *st, struct ev_loop *loop,
+    const struct writer_journal *jo)
 {
 	struct writer *w = calloc(1, sizeof *w);
 	int rc;
@@ -184,8 +377,12 @@ writer_start(struct writer **out, struct store *st, struct ev_loop *loop)
 	w->loop = loop;
 	w->queue_tail = &w->queue;
 	w->done_tail = &w->done;
+	w->jqueue_tail = &w->jqueue;
+	if (jo && jo->journal && jo->intake)
+		w->jo = *jo;
 	pthread_mutex_init(&w->mu, NULL);
 	pthread_cond_init(&w->cv, NULL);
+	pthread_cond_init(&w->jcv, NULL);
 	ev_async_init(&w->wake, wake_cb);
 	ev_async_start(loop, &w->wake);
 	ev_unref(loop); /* the writer alone does not keep the loop alive */
@@ -196,26 +393,42 @@ writer_start(struct writer **out, struct store *st, struct ev_loop *loop)
 		free(w);
 		return -rc;
 	}
+	if (w->jo.journal && pthread_create(&w->jthread, NULL, journal_main, w) != 0) {
+		log_warn("writer: no journal thread; every submit commits directly");
+		w->jo.journal = NULL;
+	}
 	*out = w;
 	return 0;
+}
+
+bool
+writer_journaling(const struct writer *w)
+{
+	return w->jo.journal != NULL;
 }
 
 void
 writer_submit(struct writer *w, struct wr_op *op)
 {
 	op->next = NULL;
-	w->pending++;
+	atomic_fetch_add(&w->pending, 1);
 	pthread_mutex_lock(&w->mu);
-	*w->queue_tail = op;
-	w->queue_tail = &op->next;
-	pthread_cond_signal(&w->cv);
+	if (w->jo.journal && op->rec && op->rec_len <= JOURNAL_RECORD_MAX && !w->jstopping) {
+		*w->jqueue_tail = op;
+		w->jqueue_tail = &op->next;
+		pthread_cond_signal(&w->jcv);
+	} else {
+		*w->queue_tail = op;
+		w->queue_tail = &op->next;
+		pthread_cond_signal(&w->cv);
+	}
 	pthread_mutex_unlock(&w->mu);
 }
 
 unsigned
 writer_pending(const struct writer *w)
 {
-	return w->pending;
+	return atomic_load(&((struct writer *)w)->pending);
 }
 
 void
@@ -223,11 +436,20 @@ writer_get_stats(const struct writer *w, struct writer_stats *out)
 {
 	out->commits = atomic_load(&((struct writer *)w)->commits);
 	out->ops = atomic_load(&((struct writer *)w)->ops);
+	out->journaled = atomic_load(&((struct writer *)w)->journaled);
 }
 
 void
 writer_stop(struct writer *w)
 {
+	/* The journal thread first: what it takes is journaled and queued to
+	 * the writer; from now on every op goes the direct way. */
+	pthread_mutex_lock(&w->mu);
+	w->jstopping = true;
+	pthread_cond_signal(&w->jcv);
+	pthread_mutex_unlock(&w->mu);
+	if (w->jo.journal)
+		pthread_join(w->jthread, NULL);
 	pthread_mutex_lock(&w->mu);
 	w->stopping = 1;
 	pthread_cond_signal(&w->cv);
@@ -246,5 +468,6 @@ writer_stop(struct writer *w)
 	ev_async_stop(w->loop, &w->wake);
 	pthread_mutex_destroy(&w->mu);
 	pthread_cond_destroy(&w->cv);
+	pthread_cond_destroy(&w->jcv);
 	free(w);
 }

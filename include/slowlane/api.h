@@ -8,6 +8,8 @@
 #ifndef SLOWLANE_API_H
 #define SLOWLANE_API_H
 
+struct intake;
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +34,7 @@ struct api_opts {
 	uint64_t batch_max_bytes;  /* bytes per uploaded file */
 	uint32_t rate_limit;       /* requests per second per key; 0 = none */
 	uint64_t max_queued;       /* unfinished jobs per key; 0 = none */
+	struct intake *intake;     /* journaled submits not yet stored, or NULL */
 };
 
 struct api;

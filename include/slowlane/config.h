@@ -43,6 +43,7 @@ struct config {
 	uint64_t rate_limit;       /* per key per second; 0 = none */
 	uint64_t max_queued;       /* unfinished jobs per key; 0 = none */
 	int paused;                /* start with dispatch paused (SIGUSR1 resumes) */
+	int no_journal;            /* submits commit directly (docs/JOURNAL.md) */
 	int webhook_allow_http;    /* flags: 0 or 1 */
 	int webhook_allow_private;
 	uint64_t webhook_timeout_ms;

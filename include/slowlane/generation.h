@@ -16,6 +16,10 @@
  * Returns 0; SL_ENOTFOUND / SL_ECORRUPT if its body is missing or bad;
  * SL_ETOOBIG or -ENOMEM from the buffer. */
 int generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b);
+/* The same from parts already read: request `req`, response `resp` (NULL
+ * for none). Returns 0, SL_ETOOBIG or -ENOMEM. */
+int generation_render_parts(const struct job *j, const void *req, size_t req_len,
+    const void *resp, size_t resp_len, struct sl_buf *b);
 
 /* Appends a JSON array of the generations of jobs ids[0..n), in order,
  * leaving out jobs that no longer exist (purged by retention). */

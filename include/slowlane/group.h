@@ -26,6 +26,14 @@ struct group {
 	char members[GROUP_MAX][SL_ID_LEN + 1];
 };
 
+#define GROUP_ENCODED_MAX (16 + 2 + JOB_TENANT_LEN + JOB_WEBHOOK_MAX + GROUP_MAX * SL_ID_LEN)
+
+/* The record's encoding (the id is the key, not in the record): encode
+ * writes at most GROUP_ENCODED_MAX bytes (size <= GROUP_MAX) and returns the
+ * length; decode returns 0 or SL_ECORRUPT. */
+size_t group_encode(const struct group *g, unsigned char *buf);
+int group_decode(const char *id, const void *data, size_t len, struct group *out);
+
 /* Stores / reads a group record. get: 0, SL_ENOTFOUND, SL_ECORRUPT. */
 int group_put(struct store_txn *t, const struct group *g);
 int group_get(struct store_txn *t, const char *id, struct group *out);

@@ -19,6 +19,9 @@
  * Returns 0, SL_EFULL (also when the map is over 90% used: see
  * store_nearly_full) or SL_ESTORE. */
 int queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len);
+/* The same for a job already acknowledged (applied from the journal): no
+ * nearly-full refusal, the headroom is there for it. */
+int queue_insert_acked(struct store_txn *t, const struct job *j, const void *body, size_t len);
 
 /* Called for each claimed job; `body` is valid only during the call.
  * Returning non-zero stops the claim (the job is still claimed). */

@@ -67,6 +67,14 @@ int store_begin(struct store *st, bool read_only, struct store_txn **out);
 int store_commit(struct store_txn *t);
 /* Discards and frees `t`. store_abort(NULL) is a no-op. */
 void store_abort(struct store_txn *t);
+/* Moves read transaction `t` to the newest commit (pointers read through
+ * it before are invalid). Returns 0 or SL_ESTORE. */
+int store_refresh(struct store_txn *t);
+
+/* Named 8-byte values kept in `meta` (e.g. "journal_seq", docs/JOURNAL.md).
+ * get: 0, SL_ENOTFOUND, SL_ECORRUPT. */
+int store_meta_get_u64(struct store_txn *t, const char *name, uint64_t *out);
+int store_meta_put_u64(struct store_txn *t, const char *name, uint64_t val);
 
 /* ---- jobs ---- */
 
@@ -113,6 +121,8 @@ void store_measure_free(struct store *st);
  * (507), so that the jobs already in flight can still store their results
  * and retention can still delete: in LMDB even a delete needs free pages. */
 bool store_nearly_full(struct store_txn *t);
+/* The same without a transaction (the writer's journal thread). */
+bool store_map_nearly_full(struct store *st);
 
 /* True if the filesystem holding the store has (almost) no space left:
  * tells a full disk (recoverable: refuse work) from an I/O error (fatal). */

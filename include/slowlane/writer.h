@@ -13,8 +13,11 @@
 #define SLOWLANE_WRITER_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "slowlane/intake.h"
+#include "slowlane/journal.h"
 #include "slowlane/store.h"
 
 struct wr_op;
@@ -32,19 +35,41 @@ struct wr_op {
 	 * writer does not touch `op` after calling it: done may free it. */
 	void (*done)(struct wr_op *op);
 	int rc;
+	/* Optional: the op as a self-contained submit record (intake.h), set
+	 * by the op's owner. With a journal the writer may then journal it
+	 * instead: `done` runs (rc 0) once the journal has synced the record,
+	 * and the record is applied to the store in a later commit, without
+	 * `apply`. The owner frees rec in done. */
+	const void *rec;
+	size_t rec_len;
 	struct wr_op *next; /* writer's own link */
+	bool must;          /* writer's own: never dropped from a batch */
 };
 
 struct writer_stats {
-	uint64_t commits; /* synced transactions */
-	uint64_t ops;     /* operations applied */
+	uint64_t commits;   /* synced transactions */
+	uint64_t ops;       /* operations applied */
+	uint64_t journaled; /* ops acknowledged from the journal */
+};
+
+/* The journal lane (docs/JOURNAL.md); all NULL = every op commits directly. */
+struct writer_journal {
+	struct journal *journal; /* opened and replayed by the caller */
+	struct intake *intake;   /* where journaled submits are held until stored */
+	/* Loop thread, after a commit stored journaled submits (wake the
+	 * scheduler: their jobs can be claimed now). */
+	void (*stored)(void *arg);
+	void *arg;
 };
 
 struct writer;
 
-/* Starts the writer thread on `st`, reporting to `loop`. Returns 0 or
- * -errno. */
-int writer_start(struct writer **out, struct store *st, struct ev_loop *loop);
+/* Starts the writer thread on `st`, reporting to `loop`, and with `jo`
+ * (may be NULL) the journal thread. Returns 0 or -errno. */
+int writer_start(struct writer **out, struct store *st, struct ev_loop *loop,
+    const struct writer_journal *jo);
+/* True if ops with a record may be journaled (worth encoding one). */
+bool writer_journaling(const struct writer *w);
 /* Queues an op (loop thread only). It will be applied in a later commit. */
 void writer_submit(struct writer *w, struct wr_op *op);
 /* Number of ops submitted whose `done` has not yet run (loop thread). */
