@@ -249,7 +249,12 @@ journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
 	if (rc)
 		goto out;
 	if (size < (off_t)JOURNAL_BYTES && (rc = fill(j->fd, dir, size)) != 0) {
-		log_error("journal: filling %s: %s", path, strerror(-rc));
+		log_warn("journal: cannot make %s %zu MiB (%s): submits commit directly", path,
+		    JOURNAL_BYTES >> 20, strerror(-rc));
+		rc = rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : rc;
+		/* Give the space back: the store needs it more. */
+		if (ftruncate(j->fd, size) != 0)
+			log_warn("journal: truncating %s: %s", path, strerror(errno));
 		goto out;
 	}
 	j->next_seq = *last + 1;

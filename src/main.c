@@ -197,12 +197,16 @@ open_journal(struct daemon *d)
 		r.apply = false;
 		rc = 0;
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		rc = journal_open(d->cfg.data_dir, applied, replay_one, &r, &last, &d->jn);
+		if (rc == -ENOSPC)
+			rc = 0; /* replayed, but no room for a journal: d->jn stays NULL */
+	}
 	if (rc == 0)
 		rc = store_meta_put_u64(r.t, "journal_seq", last);
-	if (rc == 0)
-		rc = store_commit(r.t);
+	if (rc)
+		goto out;
+	rc = store_commit(r.t);
 	r.t = NULL;
 	if (rc)
 		goto out;
@@ -215,7 +219,7 @@ open_journal(struct daemon *d)
 	if (d->cfg.no_journal) {
 		journal_close(d->jn);
 		d->jn = NULL;
-	} else if (!(d->in = intake_new())) {
+	} else if (d->jn && !(d->in = intake_new())) {
 		rc = -ENOMEM;
 	}
 out:
@@ -397,8 +401,9 @@ teardown(struct daemon *d)
 	journal_close(d->jn);
 	intake_free(d->in);
 	if (d->loop)
-		log_info("stopped: %llu commits, %llu store operations",
-		    (unsigned long long)ws.commits, (unsigned long long)ws.ops);
+		log_info("stopped: %llu commits, %llu store operations, %llu submits journaled "
+		    "in %llu appends", (unsigned long long)ws.commits, (unsigned long long)ws.ops,
+		    (unsigned long long)ws.journaled, (unsigned long long)ws.appends);
 	config_release(&d->cfg);
 }
 

@@ -42,7 +42,7 @@ struct writer {
 	int stopping;                      /* guarded by mu */
 	struct wr_op *failed;              /* writer thread: ops taken out */
 	atomic_uint pending;               /* submitted, done not yet run */
-	atomic_uint_fast64_t commits, ops, journaled;
+	atomic_uint_fast64_t commits, ops, journaled, appends;
 	/* the journal lane (jo.journal NULL: none) */
 	struct writer_journal jo;
 	pthread_t jthread;
@@ -291,6 +291,7 @@ journal_batch(struct writer *w, struct wr_op *batch)
 		so->w = w;
 		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done, .must = true };
 		atomic_fetch_add(&w->journaled, so->n);
+		atomic_fetch_add(&w->appends, 1);
 	}
 	free(iov);
 	journaled = so->n; /* once queued, so may be stored and freed at once */
@@ -437,6 +438,7 @@ writer_get_stats(const struct writer *w, struct writer_stats *out)
 	out->commits = atomic_load(&((struct writer *)w)->commits);
 	out->ops = atomic_load(&((struct writer *)w)->ops);
 	out->journaled = atomic_load(&((struct writer *)w)->journaled);
+	out->appends = atomic_load(&((struct writer *)w)->appends);
 }
 
 void

@@ -50,6 +50,7 @@ struct writer_stats {
 	uint64_t commits;   /* synced transactions */
 	uint64_t ops;       /* operations applied */
 	uint64_t journaled; /* ops acknowledged from the journal */
+	uint64_t appends;   /* synced journal appends */
 };
 
 /* The journal lane (docs/JOURNAL.md); all NULL = every op commits directly. */

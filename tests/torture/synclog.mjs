@@ -12,6 +12,9 @@
 // For a file id ("file-..."), its bytes too: the upload was fsynced, renamed
 // to <data-dir>/files/<id>, and the directory fsynced after the rename, all
 // before the answer.
+// Or, for a submit acknowledged from the journal (docs/JOURNAL.md): let J be
+// the first write to <data-dir>/journal whose bytes contain the id; a sync
+// of the journal must follow J and precede R.
 // Anything else is a violation: the answer could reach the client while a
 // power loss would still lose the job.
 import fs from 'node:fs';
@@ -85,13 +88,23 @@ export function checkSyncLog(ev, ids) {
   const dataWrites = writes.filter((e) => !isMeta(e));
   const renames = ev.filter((e) => e.kind === 'R');
   const fileSyncs = ev.filter((e) => e.kind === 'f');
+  const journalWrites = ev.filter((e) => e.kind === 'J');
+  const journalSyncs = ev.filter((e) => e.kind === 'K');
   const firstSend = firstContaining(sends, ids);
   const firstWrite = firstContaining(dataWrites, ids);
+  const firstJournal = firstContaining(journalWrites, ids);
   const violations = [];
   let filesChecked = 0;
+  let journaled = 0;
   for (const id of ids) {
     const r = firstSend.get(id);
     if (!r) { violations.push({ id, why: 'never sent (answer not seen in any send)' }); continue; }
+    const j = firstJournal.get(id);
+    if (j && j.seq < r.seq) {
+      if (firstBetween(journalSyncs, j.seq, r.seq)) { journaled++; continue; }
+      violations.push({ id, why: `journaled #${j.seq}, answer #${r.seq}, no sync of the journal between` });
+      continue;
+    }
     const p = firstWrite.get(id);
     if (!p || p.seq > r.seq) { violations.push({ id, why: `sent at #${r.seq} before any data.mdb write holding it` }); continue; }
     const s = firstBetween(syncs, p.seq, r.seq);
@@ -121,6 +134,9 @@ export function checkSyncLog(ev, ids) {
       sends: sends.length,
       file_syncs: fileSyncs.length,
       files_checked: filesChecked,
+      journal_writes: journalWrites.length,
+      journal_syncs: journalSyncs.length,
+      journaled_checked: journaled,
     },
   };
 }

@@ -17,19 +17,22 @@
  *                       sync_file_range on data.mdb return 0 without syncing,
  *                       and O_DSYNC/O_SYNC are stripped when data.mdb is
  *                       opened: what MDB_NOSYNC does to LMDB's commit.
- *                       Syncs of uploaded files and of the files directory
- *                       are suppressed too.
+ *                       Syncs of uploaded files, of the files directory and
+ *                       of the journal are suppressed too.
+ *   SYNCSHIM_NOSYNC=journal  only the journal's syncs are suppressed.
  *   SYNCSHIM_NOSYNC=meta  only O_DSYNC is dropped (MDB_NOMETASYNC): the
  *                       meta page is synced by the next commit, not this one.
  *   SYNCSHIM_SYNC_DELAY_US=N  every real sync of data.mdb takes N µs longer
  *                       (a slow disk), so that concurrent submits pile up
  *                       behind a commit: the group commit test.
+ *   SYNCSHIM_JOURNAL_SYNC_DELAY_US=N  the same for the journal's syncs.
  *
  * Record: 'SYN1' | u8 kind | u8 dsync | u16 pad | i32 fd | u64 seq |
  *         i64 offset (-1 if none) | u32 len | payload[len]
  * kinds: 'O' open of data.mdb (payload: path), 'W' write to data.mdb
  * (payload: bytes), 'S' sync of data.mdb, 'N' a sync suppressed by NOSYNC,
  * 'X' socket send (payload: first 64 KiB), 'C' close of data.mdb,
+ * 'J' write to <data-dir>/journal (payload: bytes), 'K' sync of it,
  * 'f' fsync/fdatasync of a file or directory under <data-dir>/files
  * (payload: its path), 'R' rename into <data-dir>/files (payload:
  * "old\0new").
@@ -57,7 +60,7 @@
 #define SEND_CAP	65536
 #define WRITE_CAP	(1u << 22)
 
-enum { FD_NONE, FD_DATA, FD_FILES };
+enum { FD_NONE, FD_DATA, FD_FILES, FD_JOURNAL };
 
 static unsigned char fd_kind[MAX_FD];
 static unsigned char fd_dsync[MAX_FD];
@@ -71,6 +74,7 @@ static int nosync = -1;
 	if (!real_##name) real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
 
 static int nometa = -1;
+static int nojournal = -1;
 static long sync_delay_us = -1;
 
 static void
@@ -84,13 +88,37 @@ slow_disk(void)
 		usleep((useconds_t)sync_delay_us);
 }
 
+/* SYNCSHIM_JOURNAL_SYNC_DELAY_US: the same for the journal's syncs. */
+static void
+slow_journal(void)
+{
+	static long us = -1;
+
+	if (us < 0) {
+		const char *e = getenv("SYNCSHIM_JOURNAL_SYNC_DELAY_US");
+		us = e ? atol(e) : 0;
+	}
+	if (us > 0)
+		usleep((useconds_t)us);
+}
+
 static void
 read_mode(void)
 {
 	const char *e = getenv("SYNCSHIM_NOSYNC");
 
 	nometa = e && strcmp(e, "meta") == 0;
-	nosync = e && *e && strcmp(e, "0") != 0 && !nometa;
+	nojournal = e && strcmp(e, "journal") == 0;
+	nosync = e && *e && strcmp(e, "0") != 0 && !nometa && !nojournal;
+}
+
+/* SYNCSHIM_NOSYNC=journal: only the journal's syncs suppressed. */
+static int
+want_nojournal(void)
+{
+	if (nosync < 0)
+		read_mode();
+	return nojournal;
 }
 
 /* SYNCSHIM_NOSYNC=1: every sync suppressed (MDB_NOSYNC). */
@@ -204,6 +232,22 @@ is_data(int fd)
 	return fd >= 0 && fd < MAX_FD && fd_kind[fd] == FD_DATA;
 }
 
+/* <data-dir>/journal (docs/JOURNAL.md): its writes and syncs are logged
+ * as 'J' and 'K'. */
+static int
+is_journal(int fd)
+{
+	return fd >= 0 && fd < MAX_FD && fd_kind[fd] == FD_JOURNAL;
+}
+
+static int
+journal_path(const char *path)
+{
+	size_t n = path ? strlen(path) : 0;
+
+	return n >= 8 && strcmp(path + n - 8, "/journal") == 0;
+}
+
 static int
 is_socket(int fd)
 {
@@ -254,6 +298,8 @@ opened(const char *path, int flags, int fd)
 			fd_kind[fd] = FD_DATA;
 			fd_dsync[fd] = (flags & (O_DSYNC | O_SYNC)) != 0;
 			log_buf('O', fd, flags, path, strlen(path), 4096);
+		} else if (journal_path(path)) {
+			fd_kind[fd] = FD_JOURNAL;
 		} else if (files_path(path)) {
 			fd_kind[fd] = FD_FILES;
 			free(fd_path[fd]);
@@ -368,6 +414,8 @@ pwrite(int fd, const void *buf, size_t n, off_t off)
 	ssize_t w = real_pwrite(fd, buf, n, off);
 	if (w > 0 && is_data(fd))
 		log_buf('W', fd, off, buf, (size_t)w, WRITE_CAP);
+	if (w > 0 && is_journal(fd))
+		log_buf('J', fd, off, buf, (size_t)w, WRITE_CAP);
 	return w;
 }
 
@@ -378,6 +426,8 @@ pwrite64(int fd, const void *buf, size_t n, off_t off)
 	ssize_t w = real_pwrite64(fd, buf, n, off);
 	if (w > 0 && is_data(fd))
 		log_buf('W', fd, off, buf, (size_t)w, WRITE_CAP);
+	if (w > 0 && is_journal(fd))
+		log_buf('J', fd, off, buf, (size_t)w, WRITE_CAP);
 	return w;
 }
 
@@ -449,7 +499,8 @@ int
 fsync(int fd)
 {
 	REAL(fsync);
-	if ((is_data(fd) || is_files(fd)) && want_nosync()) {
+	if (((is_data(fd) || is_files(fd) || is_journal(fd)) && want_nosync()) ||
+	    (is_journal(fd) && want_nojournal())) {
 		log_buf('N', fd, -1, NULL, 0, 0);
 		return 0;
 	}
@@ -457,6 +508,9 @@ fsync(int fd)
 	if (rc == 0 && is_data(fd)) {
 		slow_disk();
 		log_buf('S', fd, -1, NULL, 0, 0);
+	} else if (rc == 0 && is_journal(fd)) {
+		slow_journal();
+		log_buf('K', fd, -1, NULL, 0, 0);
 	}
 	else if (rc == 0 && is_files(fd) && fd_path[fd])
 		log_buf('f', fd, -1, fd_path[fd], strlen(fd_path[fd]), 4096);
@@ -467,7 +521,8 @@ int
 fdatasync(int fd)
 {
 	REAL(fdatasync);
-	if ((is_data(fd) || is_files(fd)) && want_nosync()) {
+	if (((is_data(fd) || is_files(fd) || is_journal(fd)) && want_nosync()) ||
+	    (is_journal(fd) && want_nojournal())) {
 		log_buf('N', fd, -1, NULL, 0, 0);
 		return 0;
 	}
@@ -475,6 +530,9 @@ fdatasync(int fd)
 	if (rc == 0 && is_data(fd)) {
 		slow_disk();
 		log_buf('S', fd, -1, NULL, 0, 0);
+	} else if (rc == 0 && is_journal(fd)) {
+		slow_journal();
+		log_buf('K', fd, -1, NULL, 0, 0);
 	}
 	else if (rc == 0 && is_files(fd) && fd_path[fd])
 		log_buf('f', fd, -1, fd_path[fd], strlen(fd_path[fd]), 4096);

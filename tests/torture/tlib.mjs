@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { MOCK_UPSTREAM, SLOWLANED, sleep } from '../func/lib.mjs';
+import { MOCK_UPSTREAM, SLOWLANED, sleep, tmpDir } from '../func/lib.mjs';
 
 // SLOWLANE_TORTURE=long selects the long profile (make torture).
 export const LONG = process.env.SLOWLANE_TORTURE === 'long';
@@ -161,4 +161,17 @@ export const uniq = (prefix) => `${prefix}-${process.pid}-${++seq}`;
 
 export function echoOf(gen) {
   return gen?.response?.choices?.[0]?.message?.content;
+}
+
+// The LD_PRELOAD shim of t2100 and t2600 (syncshim.c): the one make check
+// built, else built here (a direct `node --test` run).
+export function shimPath() {
+  const built = [process.env.SYNCSHIM,
+    path.join(path.dirname(SLOWLANED || '.'), '..', 'tests', 'torture', 'syncshim.so')];
+  for (const p of built) if (p && fs.existsSync(p)) return p;
+  const out = path.join(tmpDir('shim'), 'syncshim.so');
+  const r = spawnSync(process.env.CC || 'cc', ['-std=gnu11', '-O2', '-shared', '-fPIC', '-o', out,
+    path.join(TORTURE_DIR, 'syncshim.c'), '-ldl'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`cannot build syncshim.so: ${r.stderr}`);
+  return out;
 }

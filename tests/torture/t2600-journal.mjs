@@ -1,0 +1,106 @@
+// Torture 7: the submit journal (docs/JOURNAL.md). Submits are acknowledged
+// after one synced journal append and stored behind it. The shim makes every
+// store sync 150 ms slower, so that acknowledged submits wait in the journal
+// long enough for a poll to hit them, and for a kill -9 to catch them.
+// Checked: polls see journaled jobs and groups; after a kill -9, startup
+// stores every acknowledged submit the store lacked, exactly once, bodies
+// intact; --no-journal still replays a journal left behind; and a journal
+// left beside a store that never had one (data.mdb removed by hand) is not
+// applied to it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startDaemon, request, mapLimit, chatBody, get, healthz } from '../func/lib.mjs';
+import { figures, shimPath } from './tlib.mjs';
+
+const SLOW_STORE = { LD_PRELOAD: shimPath(), SYNCSHIM_SYNC_DELAY_US: '150000' };
+const NO_SHIM = { LD_PRELOAD: '', SYNCSHIM_SYNC_DELAY_US: '0' };
+
+async function submitMany(base, n, tag) {
+  const ids = [];
+  await mapLimit([...Array(n).keys()], 32, async (i) => {
+    const r = await request('POST', `${base}/v1/async/chat/completions`, { body: chatBody(`${tag}-${i}`) });
+    assert.equal(r.status, 200, r.text);
+    ids.push({ id: r.json.id, content: `${tag}-${i}` });
+  });
+  return ids;
+}
+
+function replayedCount(log) {
+  const all = [...log.matchAll(/journal: (\d+) acknowledged submits? stored/g)];
+  return all.length ? Number(all[all.length - 1][1]) : 0;
+}
+
+test('a poll right after the answer sees the journaled job and group, before the store has them', async () => {
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
+  const body = chatBody('seen-early');
+  const r = await request('POST', `${d.base}/v1/async/chat/completions`, { body });
+  assert.equal(r.status, 200, r.text);
+  const g = await get(d.base, r.json.id);
+  assert.equal(g.status, 200, g.text);
+  assert.equal(g.json.state, 'Queued');
+  assert.deepEqual(g.json.request, body, 'the request comes back as submitted');
+  const gr = await request('POST', `${d.base}/v1/async/group/chat/completions`,
+    { body: { requests: [chatBody('g-a'), chatBody('g-b')] } });
+  assert.equal(gr.status, 200, gr.text);
+  const gg = await request('GET', `${d.base}/v1/async/group/${gr.json.groupId}/generations`);
+  assert.equal(gg.status, 200, gg.text);
+  assert.equal(gg.json.groupSize, 2);
+  assert.deepEqual(gg.json.generations.map((x) => x.request.messages[0].content), ['g-a', 'g-b']);
+  const member = await get(d.base, gg.json.generations[1].id);
+  assert.equal(member.status, 200, 'a member of a journaled group is found by its own id');
+  const wrong = await request('GET', `${d.base}/v1/async/group/${r.json.id}/generations`);
+  assert.equal(wrong.status, 404, 'a job id is not a group id, even in the journal');
+  assert.equal(await d.term(), 0);
+  assert.match(d.log(), /submits journaled in \d+ appends/);
+});
+
+test('kill -9 with acknowledged submits still in the journal: startup stores each exactly once', { timeout: 120000 }, async (t) => {
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
+  const ids = await submitMany(d.base, 400, 'k9');
+  await d.kill9();
+  await d.restart({ env: NO_SHIM });
+  const replayed = replayedCount(d.log());
+  figures(t, 'journal-replay', { acknowledged: ids.length, replayed });
+  assert.ok(replayed > 0, 'some acknowledged submits were only in the journal at the kill');
+  const h = await healthz(d.base);
+  assert.equal(h.jobs.queued, ids.length, 'every acknowledged submit is stored once: no more, no fewer');
+  await mapLimit(ids, 16, async ({ id, content }) => {
+    const g = await get(d.base, id);
+    assert.equal(g.status, 200, `${id}: ${g.text}`);
+    assert.equal(g.json.request.messages[0].content, content);
+  });
+  // A second restart replays nothing: the store has recorded the journal seq.
+  await d.restart({ env: NO_SHIM });
+  assert.equal(replayedCount(d.log().split('start #3').pop()), 0, 'nothing is stored twice');
+  assert.equal((await healthz(d.base)).jobs.queued, ids.length);
+  assert.equal(await d.term(), 0);
+});
+
+test('--no-journal after a crash still stores what the journal holds, then stops using it', { timeout: 120000 }, async () => {
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
+  const ids = await submitMany(d.base, 200, 'nj');
+  await d.kill9();
+  await d.restart({ env: NO_SHIM, args: ['--no-journal'] });
+  assert.ok(replayedCount(d.log()) > 0, 'the journal was replayed');
+  assert.equal((await healthz(d.base)).jobs.queued, ids.length);
+  const more = await submitMany(d.base, 50, 'nj2');
+  assert.equal(await d.term(), 0);
+  assert.match(d.log(), /, 0 submits journaled in 0 appends/, 'with --no-journal nothing is journaled');
+  assert.equal(more.length, 50);
+});
+
+test('a journal beside a store that never had one is not applied to it', { timeout: 120000 }, async () => {
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
+  await submitMany(d.base, 100, 'other');
+  await d.kill9();
+  for (const f of ['data.mdb', 'lock.mdb']) fs.rmSync(path.join(d.dataDir, f), { force: true });
+  await d.restart({ env: NO_SHIM });
+  assert.match(d.log(), /journal: \d+ frames? of another store ignored/);
+  assert.equal((await healthz(d.base)).jobs.queued, 0, 'no job of the old store appears in the new one');
+  const after = await submitMany(d.base, 10, 'fresh');
+  await d.restart({ env: NO_SHIM });
+  assert.equal((await healthz(d.base)).jobs.queued, after.length, 'the new store journals and replays as usual');
+  assert.equal(await d.term(), 0);
+});
