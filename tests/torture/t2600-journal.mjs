@@ -58,14 +58,29 @@ test('a poll right after the answer sees the journaled job and group, before the
 
 test('kill -9 with acknowledged submits still in the journal: startup stores each exactly once', { timeout: 120000 }, async (t) => {
   const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
-  const ids = await submitMany(d.base, 400, 'k9');
+  const [ids, groups] = await Promise.all([submitMany(d.base, 400, 'k9'), (async () => {
+    const out = [];
+    await mapLimit([...Array(20).keys()], 4, async (i) => {
+      const r = await request('POST', `${d.base}/v1/async/group/chat/completions`,
+        { body: { requests: [chatBody(`k9g${i}-a`), chatBody(`k9g${i}-b`)] } });
+      assert.equal(r.status, 200, r.text);
+      out.push({ id: r.json.groupId, i });
+    });
+    return out;
+  })()]);
   await d.kill9();
   await d.restart({ env: NO_SHIM });
   const replayed = replayedCount(d.log());
-  figures(t, 'journal-replay', { acknowledged: ids.length, replayed });
+  figures(t, 'journal-replay', { acknowledged: ids.length + groups.length, replayed });
   assert.ok(replayed > 0, 'some acknowledged submits were only in the journal at the kill');
   const h = await healthz(d.base);
-  assert.equal(h.jobs.queued, ids.length, 'every acknowledged submit is stored once: no more, no fewer');
+  assert.equal(h.jobs.queued, ids.length + 2 * groups.length,
+    'every acknowledged submit is stored once: no more, no fewer');
+  for (const { id, i } of groups) {
+    const g = await request('GET', `${d.base}/v1/async/group/${id}/generations`);
+    assert.equal(g.status, 200, `group ${id}: ${g.text}`);
+    assert.deepEqual(g.json.generations.map((x) => x.request.messages[0].content), [`k9g${i}-a`, `k9g${i}-b`]);
+  }
   await mapLimit(ids, 16, async ({ id, content }) => {
     const g = await get(d.base, id);
     assert.equal(g.status, 200, `${id}: ${g.text}`);
@@ -74,7 +89,7 @@ test('kill -9 with acknowledged submits still in the journal: startup stores eac
   // A second restart replays nothing: the store has recorded the journal seq.
   await d.restart({ env: NO_SHIM });
   assert.equal(replayedCount(d.log().split('start #3').pop()), 0, 'nothing is stored twice');
-  assert.equal((await healthz(d.base)).jobs.queued, ids.length);
+  assert.equal((await healthz(d.base)).jobs.queued, ids.length + 2 * groups.length);
   assert.equal(await d.term(), 0);
 });
 
