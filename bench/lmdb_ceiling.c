@@ -20,7 +20,7 @@
  * The gap between the two modes is what the schema costs a commit; the gap
  * between --schema and the daemon is what everything else costs.
  *
- * --journal measures a design slowlane does not have yet (docs/JOURNAL.md):
+ * --journal measures the ceiling of slowlane's journal (docs/JOURNAL.md):
  * records are made durable by appending K of them (with a 24-byte frame
  * header each) to a pre-zeroed journal file in DIR and syncing it, one
  * contiguous write per sync; a second thread applies everything journaled
