@@ -48,7 +48,7 @@ struct writer {
 	pthread_t jthread;
 	pthread_cond_t jcv;
 	struct wr_op *jqueue, **jqueue_tail; /* guarded by mu */
-	bool jstopping, jstopped;            /* guarded by mu */
+	bool jstopping;                      /* guarded by mu */
 };
 
 /* Journaled submits on their way into the store: one per journal append. */
@@ -59,6 +59,17 @@ struct stored_op {
 	size_t n;
 	struct intake_ref *held[];
 };
+
+/* Takes a whole list: a queue or the done list (mu held). */
+static struct wr_op *
+take_all(struct wr_op **head, struct wr_op ***tail)
+{
+	struct wr_op *list = *head;
+
+	*head = NULL;
+	*tail = head;
+	return list;
+}
 
 /* Errors an op reports before writing anything: they leave the transaction
  * usable. Any other error may have half-written it. */
@@ -179,9 +190,7 @@ writer_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			break;
 		}
-		batch = w->queue;
-		w->queue = NULL;
-		w->queue_tail = &w->queue;
+		batch = take_all(&w->queue, &w->queue_tail);
 		pthread_mutex_unlock(&w->mu);
 
 		rc = apply_batch(w, &batch);
@@ -328,13 +337,10 @@ journal_main(void *arg)
 		while (!w->jqueue && !w->jstopping)
 			pthread_cond_wait(&w->jcv, &w->mu);
 		if (!w->jqueue) {
-			w->jstopped = true;
 			pthread_mutex_unlock(&w->mu);
 			break;
 		}
-		batch = w->jqueue;
-		w->jqueue = NULL;
-		w->jqueue_tail = &w->jqueue;
+		batch = take_all(&w->jqueue, &w->jqueue_tail);
 		pthread_mutex_unlock(&w->mu);
 		journal_batch(w, batch);
 	}
@@ -348,9 +354,7 @@ run_done(struct writer *w)
 	struct wr_op *list, *next;
 
 	pthread_mutex_lock(&w->mu);
-	list = w->done;
-	w->done = NULL;
-	w->done_tail = &w->done;
+	list = take_all(&w->done, &w->done_tail);
 	pthread_mutex_unlock(&w->mu);
 	for (; list; list = next) {
 		next = list->next;
@@ -460,9 +464,7 @@ writer_stop(struct writer *w)
 	/* done callbacks may submit more ops: drain until quiet. */
 	run_done(w);
 	while (w->queue) {
-		struct wr_op *batch = w->queue;
-		w->queue = NULL;
-		w->queue_tail = &w->queue;
+		struct wr_op *batch = take_all(&w->queue, &w->queue_tail);
 		finish_batch(w, batch, apply_batch(w, &batch));
 		run_done(w);
 	}

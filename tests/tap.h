@@ -4,12 +4,14 @@
  *
  *   ok(cond, "name %d", i);  is_int(got, want, "name");  is_str(...);
  *   return tap_done();       (prints the plan; exit 1 if anything failed)
+ *   tap_rmrf(dir);           (removes a test's scratch directory)
  */
 #ifndef SLOWLANE_TAP_H
 #define SLOWLANE_TAP_H
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int tap_n, tap_failed;
@@ -44,6 +46,16 @@ tap_ok(int cond, const char *file, int line, const char *fmt, ...)
 	if (!ok(g_ && w_ && strcmp(g_, w_) == 0, __VA_ARGS__)) \
 		printf("#   got '%s', want '%s'\n", g_ ? g_ : "(null)", w_ ? w_ : "(null)"); \
 } while (0)
+
+/* Removes directory `dir` and everything in it. Returns 0 or -1. */
+static inline int
+tap_rmrf(const char *dir)
+{
+	char cmd[4200];
+
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
 
 static inline int
 tap_done(void)

@@ -157,11 +157,7 @@ main(void)
 		is_int(outbox(UINT64_MAX).n, later.n - 1, "outbox shrank by one");
 	}
 	store_close(st);
-	{
-		char cmd[300];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	if (tap_rmrf(dir) != 0)
+		return 1;
 	return tap_done();
 }

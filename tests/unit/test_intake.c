@@ -121,11 +121,7 @@ main(void)
 	}
 	free(r1);
 	free(r2);
-	{
-		char cmd[300];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	if (tap_rmrf(dir) != 0)
+		return 1;
 	return tap_done();
 }

@@ -231,11 +231,7 @@ main(void)
 	ok(s->n == 2 && s->first[0] == 'f', "the frames in what was left are still replayed");
 	free(s);
 
-	{
-		char cmd[300];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	if (tap_rmrf(dir) != 0)
+		return 1;
 	return tap_done();
 }

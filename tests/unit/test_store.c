@@ -481,12 +481,8 @@ main(void)
 		ok(store_open("/nonexistent/slowlane", &ro, &st) == SL_ENOTFOUND,
 		    "a missing store is reported read-only");
 	}
-	{
-		char cmd[300];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	if (tap_rmrf(dir) != 0)
+		return 1;
 	tail_pages_freed();
 	return tap_done();
 }
