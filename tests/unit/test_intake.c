@@ -39,7 +39,7 @@ main(void)
 	unsigned char *r1, *r2;
 	size_t l1, l2;
 	struct intake *in = intake_new();
-	struct intake_ref *h1, *h2, *ref;
+	struct intake_ref *h1 = NULL, *h2 = NULL, *ref;
 	struct sl_buf b;
 	struct group got;
 	char dir[256];
