@@ -184,9 +184,17 @@ api_over_queue_limit(struct api *a, struct http_req *r, const char *tenant, size
 	uint64_t have = 0;
 	char msg[160];
 
-	if (!a->caller_max_queued || store_begin(a->st, true, &t) != 0)
+	if (!a->caller_max_queued)
 		return false;
-	have = store_tenant_unfinished(t, tenant);
+	/* Journaled submits not yet stored count too. The overlay is read
+	 * first: a job leaves it only once committed, so it is counted at
+	 * least once (twice only in the instant between its commit and its
+	 * leaving). */
+	if (a->o.intake)
+		have = intake_tenant_jobs(a->o.intake, tenant);
+	if (store_begin(a->st, true, &t) != 0)
+		return false;
+	have += store_tenant_unfinished(t, tenant);
 	store_abort(t);
 	if (have + n <= a->caller_max_queued)
 		return false;

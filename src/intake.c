@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -181,9 +182,17 @@ struct entry {
 	struct entry *next;
 };
 
+/* Jobs held per tenant, for the per-key queue limit (few tenants at once). */
+struct tenant_jobs {
+	char tenant[JOB_TENANT_LEN + 1];
+	uint64_t n;
+	struct tenant_jobs *next;
+};
+
 struct intake {
 	pthread_mutex_t mu;
 	size_t records;
+	struct tenant_jobs *tenants;
 	struct entry *bucket[BUCKETS];
 };
 
@@ -212,8 +221,50 @@ intake_free(struct intake *in)
 {
 	if (!in)
 		return;
+	while (in->tenants) {
+		struct tenant_jobs *t = in->tenants;
+		in->tenants = t->next;
+		free(t);
+	}
 	pthread_mutex_destroy(&in->mu);
 	free(in);
+}
+
+/* Adds `delta` jobs to `tenant` (mu held); `spare` is used for a new one. */
+static void
+count_tenant(struct intake *in, const char *tenant, int64_t delta, struct tenant_jobs **spare)
+{
+	struct tenant_jobs **pp = &in->tenants, *t;
+
+	while (*pp && strcmp((*pp)->tenant, tenant) != 0)
+		pp = &(*pp)->next;
+	if (!*pp) {
+		if (!spare || !*spare)
+			return;
+		*pp = *spare;
+		*spare = NULL;
+		memset(*pp, 0, sizeof **pp);
+		snprintf((*pp)->tenant, sizeof (*pp)->tenant, "%s", tenant);
+	}
+	t = *pp;
+	t->n += (uint64_t)delta;
+	if (t->n == 0) {
+		*pp = t->next;
+		free(t);
+	}
+}
+
+uint64_t
+intake_tenant_jobs(struct intake *in, const char *tenant)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&in->mu);
+	for (struct tenant_jobs *t = in->tenants; t; t = t->next)
+		if (strcmp(t->tenant, tenant) == 0)
+			n = t->n;
+	pthread_mutex_unlock(&in->mu);
+	return n;
 }
 
 /* Drops one reference (mutex held); frees the record at zero. */
@@ -254,19 +305,27 @@ int
 intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **held)
 {
 	struct intake_ref *r = malloc(sizeof *r + len);
+	struct tenant_jobs *spare = malloc(sizeof *spare);
 	struct entry *e[GROUP_MAX + 1] = { 0 };
+	struct job first;
 	struct view v;
 	size_t k = 0, need;
 	int rc;
 
-	if (!r)
+	if (!r || !spare) {
+		free(r);
+		free(spare);
 		return -ENOMEM;
+	}
 	memcpy(r->data, rec, len);
 	r->len = len;
 	r->refs = 1; /* the holder's */
 	rc = decode(r->data, len, &v);
+	if (rc == 0)
+		rc = member_job(&v, 0, &first); /* all members share a tenant */
 	if (rc) {
 		free(r);
+		free(spare);
 		return rc;
 	}
 	need = v.n + (v.group_id ? 1 : 0);
@@ -275,6 +334,7 @@ intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **
 			while (k)
 				free(e[--k]);
 			free(r);
+			free(spare);
 			return -ENOMEM;
 		}
 	pthread_mutex_lock(&in->mu);
@@ -283,8 +343,10 @@ intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **
 		add(in, v.m[i].id, r, e[k++]);
 	if (v.group_id)
 		add(in, v.group_id, r, e[k++]);
+	count_tenant(in, first.tenant, (int64_t)v.n, &spare);
 	in->records++;
 	pthread_mutex_unlock(&in->mu);
+	free(spare); /* NULL if it was used */
 	*held = r;
 	return 0;
 }
@@ -292,16 +354,19 @@ intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **
 void
 intake_forget(struct intake *in, struct intake_ref *held)
 {
+	struct job first;
 	struct view v;
 
 	if (!held)
 		return;
 	decode(held->data, held->len, &v); /* it decoded when held */
+	member_job(&v, 0, &first);
 	pthread_mutex_lock(&in->mu);
 	for (size_t i = 0; i < v.n; i++)
 		del(in, v.m[i].id);
 	if (v.group_id)
 		del(in, v.group_id);
+	count_tenant(in, first.tenant, -(int64_t)v.n, NULL);
 	in->records--;
 	unref(held);
 	pthread_mutex_unlock(&in->mu);

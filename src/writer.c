@@ -14,7 +14,8 @@
  * `stored_op` carrying them to the writer, and only then hands the ops back
  * as done. So an op the loop submits after an acknowledgement is queued
  * behind the insert it may depend on. The writer applies a stored_op like
- * any other op, with the journal seq it reached, in the same transaction;
+ * any other op, with the journal seq it reached, in the same transaction
+ * (and, once committed, takes them out of the overlay on the writer thread);
  * a stored_op is never dropped from a batch (`must`): on a hard error the
  * batch is retried until the store takes it.
  */
@@ -148,6 +149,9 @@ again:
 		}
 	atomic_fetch_add(&w->commits, 1);
 	atomic_fetch_add(&w->ops, n);
+	for (struct wr_op *op = *batchp; rc == 0 && op; op = op->next)
+		if (op->committed && op->rc == 0)
+			op->committed(op);
 out:
 	store_abort(t);
 	if (rc)
@@ -219,9 +223,12 @@ stored_apply(struct store_txn *t, struct wr_op *op)
 	return is_soft(rc) ? SL_ESTORE : rc;
 }
 
-/* Loop thread, after the commit: the submits are in the store. */
+/* Writer thread, the moment the commit returned: the submits are in the
+ * store, so they leave the overlay (at once, so that the per-key count of
+ * the store plus the overlay is right as soon as possible) and their
+ * journal space may be reused. */
 static void
-stored_done(struct wr_op *op)
+stored_committed(struct wr_op *op)
 {
 	struct stored_op *so = SL_CONTAINER_OF(op, struct stored_op, op);
 	struct writer *w = so->w;
@@ -229,6 +236,15 @@ stored_done(struct wr_op *op)
 	for (size_t i = 0; i < so->n; i++)
 		intake_forget(w->jo.intake, so->held[i]);
 	journal_applied(w->jo.journal, so->last_seq);
+}
+
+/* Loop thread, after the commit: their jobs can be claimed. */
+static void
+stored_done(struct wr_op *op)
+{
+	struct stored_op *so = SL_CONTAINER_OF(op, struct stored_op, op);
+	struct writer *w = so->w;
+
 	if (w->jo.stored)
 		w->jo.stored(w->jo.arg);
 	free(so);
@@ -298,7 +314,8 @@ journal_batch(struct writer *w, struct wr_op *batch)
 		}
 		so->last_seq = first + so->n - 1;
 		so->w = w;
-		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done, .must = true };
+		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done,
+			.committed = stored_committed, .must = true };
 		atomic_fetch_add(&w->journaled, so->n);
 		atomic_fetch_add(&w->appends, 1);
 	}

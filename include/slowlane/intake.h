@@ -51,6 +51,9 @@ void intake_forget(struct intake *in, struct intake_ref *held);
 const void *intake_ref_data(const struct intake_ref *r, size_t *len);
 /* Number of records held. */
 size_t intake_count(struct intake *in);
+/* Jobs of `tenant` held (for the per-key queue limit: the store does not
+ * count them yet). */
+uint64_t intake_tenant_jobs(struct intake *in, const char *tenant);
 
 /* The held record holding job or group `id`, referenced (intake_release
  * it), or NULL. */

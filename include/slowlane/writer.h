@@ -42,6 +42,9 @@ struct wr_op {
 	 * `apply`. The owner frees rec in done. */
 	const void *rec;
 	size_t rec_len;
+	/* Optional: runs on the writer thread as soon as the commit that
+	 * applied the op has returned 0, before `done`. Must be quick. */
+	void (*committed)(struct wr_op *op);
 	struct wr_op *next; /* writer's own link */
 	bool must;          /* writer's own: never dropped from a batch */
 };

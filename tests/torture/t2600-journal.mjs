@@ -119,3 +119,21 @@ test('a journal beside a store that never had one is not applied to it', { timeo
   assert.equal((await healthz(d.base)).jobs.queued, after.length, 'the new store journals and replays as usual');
   assert.equal(await d.term(), 0);
 });
+
+test('--max-queued counts submits still only in the journal', async () => {
+  // The store lags 150 ms behind the answers: a limit read from the store
+  // alone would let a 4th job in.
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused', '--max-queued', '3'] });
+  for (let i = 0; i < 3; i++) {
+    const r = await request('POST', `${d.base}/v1/async/chat/completions`, { body: chatBody(`mq-${i}`) });
+    assert.equal(r.status, 200, r.text);
+  }
+  const over = await request('POST', `${d.base}/v1/async/chat/completions`, { body: chatBody('mq-4') });
+  assert.equal(over.status, 429, over.text);
+  assert.equal(over.json.error.code, 'queue_limit_exceeded');
+  const group = await request('POST', `${d.base}/v1/async/group/chat/completions`,
+    { body: { requests: [chatBody('mq-g1')] } });
+  assert.equal(group.status, 429, 'a group over the limit too');
+  assert.equal(await d.term(), 0);
+  assert.equal(replayedCount(d.log()), 0);
+});
