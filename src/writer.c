@@ -72,6 +72,16 @@ take_all(struct wr_op **head, struct wr_op ***tail)
 	return list;
 }
 
+/* Appends `list` to the list whose tail is *tail, moving the tail (mu
+ * held). */
+static void
+append_all(struct wr_op ***tail, struct wr_op *list)
+{
+	**tail = list;
+	while (**tail)
+		*tail = &(**tail)->next;
+}
+
 /* Errors an op reports before writing anything: they leave the transaction
  * usable. Any other error may have half-written it. */
 static int
@@ -167,13 +177,9 @@ finish_batch(struct writer *w, struct wr_op *batch, int rc)
 		for (struct wr_op *op = batch; op; op = op->next)
 			op->rc = rc;
 	pthread_mutex_lock(&w->mu);
-	*w->done_tail = batch;
-	while (*w->done_tail)
-		w->done_tail = &(*w->done_tail)->next;
-	*w->done_tail = w->failed;
+	append_all(&w->done_tail, batch);
+	append_all(&w->done_tail, w->failed);
 	w->failed = NULL;
-	while (*w->done_tail)
-		w->done_tail = &(*w->done_tail)->next;
 	pthread_mutex_unlock(&w->mu);
 }
 
@@ -254,9 +260,7 @@ stored_done(struct wr_op *op)
 static void
 queue_direct_locked(struct writer *w, struct wr_op *list)
 {
-	*w->queue_tail = list;
-	while (*w->queue_tail)
-		w->queue_tail = &(*w->queue_tail)->next;
+	append_all(&w->queue_tail, list);
 	pthread_cond_signal(&w->cv);
 }
 
@@ -331,9 +335,7 @@ journal_batch(struct writer *w, struct wr_op *batch)
 	}
 	for (struct wr_op *op = held; op; op = op->next)
 		op->rc = 0;
-	*w->done_tail = held;
-	while (*w->done_tail)
-		w->done_tail = &(*w->done_tail)->next;
+	append_all(&w->done_tail, held);
 	pthread_mutex_unlock(&w->mu);
 	if (!journaled)
 		free(so);
@@ -436,12 +438,10 @@ writer_submit(struct writer *w, struct wr_op *op)
 	atomic_fetch_add(&w->pending, 1);
 	pthread_mutex_lock(&w->mu);
 	if (w->jo.journal && op->rec && op->rec_len <= JOURNAL_RECORD_MAX && !w->jstopping) {
-		*w->jqueue_tail = op;
-		w->jqueue_tail = &op->next;
+		append_all(&w->jqueue_tail, op);
 		pthread_cond_signal(&w->jcv);
 	} else {
-		*w->queue_tail = op;
-		w->queue_tail = &op->next;
+		append_all(&w->queue_tail, op);
 		pthread_cond_signal(&w->cv);
 	}
 	pthread_mutex_unlock(&w->mu);
