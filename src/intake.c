@@ -24,6 +24,7 @@
 #include "slowlane/common.h"
 #include "slowlane/generation.h"
 #include "slowlane/intake.h"
+#include "slowlane/journal.h"
 #include "slowlane/queue.h"
 
 #define INTAKE_FORMAT 1
@@ -165,6 +166,68 @@ intake_apply(struct store_txn *t, const void *rec, size_t len)
 			rc = group_put(t, &g);
 	}
 	free(v);
+	return rc;
+}
+
+/* ---- crash recovery ---- */
+
+struct replay {
+	struct store_txn *t;
+	bool apply;   /* false: frames of another store, counted only */
+	uint64_t n;
+};
+
+static int
+replay_one(void *arg, uint64_t seq, const void *rec, size_t len)
+{
+	struct replay *r = arg;
+
+	(void)seq;
+	r->n++;
+	return r->apply ? intake_apply(r->t, rec, len) : 0;
+}
+
+int
+intake_recover(struct store *st, const char *dir, struct journal **out, uint64_t *stored,
+    uint64_t *ignored)
+{
+	struct replay r = { .apply = true };
+	struct journal *jn = NULL;
+	uint64_t applied = 0, last = 0;
+	int rc;
+
+	*stored = *ignored = 0;
+	if (out)
+		*out = NULL;
+	rc = store_begin(st, false, &r.t);
+	if (rc)
+		goto out;
+	rc = store_meta_get_u64(r.t, "journal_seq", &applied);
+	if (rc == SL_ENOTFOUND) {
+		r.apply = false;
+		rc = 0;
+	}
+	if (rc == 0) {
+		rc = journal_open(dir, applied, replay_one, &r, &last, &jn);
+		if (rc == -ENOSPC)
+			rc = 0; /* replayed, but no room for a journal: jn stays NULL */
+	}
+	if (rc == 0)
+		rc = store_meta_put_u64(r.t, "journal_seq", last);
+	if (rc)
+		goto out;
+	rc = store_commit(r.t);
+	r.t = NULL;
+	if (rc)
+		goto out;
+	*(r.apply ? stored : ignored) = r.n;
+	if (out) {
+		*out = jn;
+		jn = NULL;
+	}
+out:
+	store_abort(r.t);
+	journal_close(jn);
 	return rc;
 }
 

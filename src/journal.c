@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "slowlane/journal.h"
@@ -221,6 +222,13 @@ journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
 	if (j->fd < 0) {
 		rc = -errno;
 		log_error("journal: %s: %s", path, strerror(errno));
+		goto out;
+	}
+	/* One owner at a time: a second daemon on this directory, or a
+	 * slowlanectl replaying it, must not append beside the first. The
+	 * lock goes with the descriptor (journal_close, or a crash). */
+	if (flock(j->fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		goto out;
 	}
 	size = lseek(j->fd, 0, SEEK_END);

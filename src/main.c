@@ -156,75 +156,39 @@ raise_fd_limit(void)
 	}
 }
 
-struct replay {
-	struct store_txn *t;
-	bool apply;   /* false: frames of another store, counted only */
-	uint64_t n;
-};
-
-static int
-replay_one(void *arg, uint64_t seq, const void *rec, size_t len)
-{
-	struct replay *r = arg;
-
-	r->n++;
-	return r->apply ? intake_apply(r->t, rec, len) : 0;
-}
-
 /*
  * Stores every journaled submit the store does not have yet (crash
- * recovery, docs/JOURNAL.md) and, unless --no-journal, keeps the journal
- * open for the writer. `meta.journal_seq` is the last frame the store has;
- * a store without it has never had a journal, so frames found then belong
- * to another store (a data.mdb removed by hand) and are not applied.
+ * recovery, intake_recover) and, unless --no-journal, keeps the journal
+ * open (and locked) for the writer.
  */
 static int
 open_journal(struct daemon *d)
 {
-	struct replay r = { .apply = true };
 	char path[4096];
-	uint64_t applied = 0, last = 0;
+	uint64_t stored, ignored;
 	int rc;
 
 	snprintf(path, sizeof path, "%s/journal", d->cfg.data_dir);
 	if (d->cfg.no_journal && access(path, F_OK) != 0)
 		return 0;
-	rc = store_begin(d->st, false, &r.t);
-	if (rc)
-		goto out;
-	rc = store_meta_get_u64(r.t, "journal_seq", &applied);
-	if (rc == SL_ENOTFOUND) {
-		r.apply = false;
-		rc = 0;
+	rc = intake_recover(d->st, d->cfg.data_dir, d->cfg.no_journal ? NULL : &d->jn, &stored,
+	    &ignored);
+	if (rc == -EBUSY) {
+		log_error("%s is in use by another process (a slowlaned or slowlanectl running "
+		    "on %s)", path, d->cfg.data_dir);
+		return rc;
 	}
-	if (rc == 0) {
-		rc = journal_open(d->cfg.data_dir, applied, replay_one, &r, &last, &d->jn);
-		if (rc == -ENOSPC)
-			rc = 0; /* replayed, but no room for a journal: d->jn stays NULL */
-	}
-	if (rc == 0)
-		rc = store_meta_put_u64(r.t, "journal_seq", last);
 	if (rc)
-		goto out;
-	rc = store_commit(r.t);
-	r.t = NULL;
-	if (rc)
-		goto out;
-	if (r.n && r.apply)
-		log_info("journal: %llu acknowledged submit%s stored", (unsigned long long)r.n,
-		    r.n == 1 ? "" : "s");
-	else if (r.n)
-		log_warn("journal: %llu frame%s of another store ignored", (unsigned long long)r.n,
-		    r.n == 1 ? "" : "s");
-	if (d->cfg.no_journal) {
-		journal_close(d->jn);
-		d->jn = NULL;
-	} else if (d->jn && !(d->in = intake_new())) {
-		rc = -ENOMEM;
-	}
-out:
-	store_abort(r.t);
-	return rc;
+		return rc;
+	if (stored)
+		log_info("journal: %llu acknowledged submit%s stored", (unsigned long long)stored,
+		    stored == 1 ? "" : "s");
+	if (ignored)
+		log_warn("journal: %llu frame%s of another store ignored", (unsigned long long)ignored,
+		    ignored == 1 ? "" : "s");
+	if (d->jn && !(d->in = intake_new()))
+		return -ENOMEM;
+	return 0;
 }
 
 /* The writer stored journaled submits: their jobs can be claimed now. */

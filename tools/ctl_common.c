@@ -10,13 +10,57 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "slowlane/api.h"
 #include "slowlane/common.h"
+#include "slowlane/intake.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
 
 #include "ctl_common.h"
+
+/*
+ * Stores what the journal holds and the store lacks, as slowlaned does when
+ * it starts: after a crash, acknowledged submits may be only there, and an
+ * operator inspecting or backing up the store must see them. Skipped while a
+ * daemon holds the journal (it stores them itself within milliseconds). A
+ * read-only open is closed and the store opened for writing meanwhile
+ * (LMDB forbids two opens of one store in a process); if that fails the
+ * command goes on without.
+ */
+static void
+recover_journal(const struct ctl *c, bool write, struct store **st)
+{
+	struct store_opts rw = { .create = false };
+	struct store *w = *st;
+	char path[4096];
+	uint64_t stored, ignored;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/journal", c->data_dir);
+	if (access(path, F_OK) != 0)
+		return;
+	if (!write) {
+		store_close(*st);
+		*st = NULL;
+		if (store_open(c->data_dir, &rw, &w) != 0)
+			w = NULL;
+	}
+	rc = w ? intake_recover(w, c->data_dir, NULL, &stored, &ignored) : -EROFS;
+	if (rc == 0 && stored)
+		ctl_err("stored %llu acknowledged submit%s from %s (slowlaned stopped before "
+		    "storing them)", (unsigned long long)stored, stored == 1 ? "" : "s", path);
+	else if (rc && rc != -EBUSY)
+		ctl_err("warning: submits in %s could not be stored (%s); slowlaned stores them "
+		    "when it starts", path, sl_strerror(rc));
+	if (!write) {
+		struct store_opts ro = { .read_only = true, .create = false };
+		store_close(w);
+		if (store_open(c->data_dir, &ro, st) != 0)
+			*st = NULL;
+	}
+}
 
 int
 ctl_open(const struct ctl *c, bool write, struct store **out)
@@ -34,7 +78,12 @@ ctl_open(const struct ctl *c, bool write, struct store **out)
 		rc = store_open(c->data_dir, &o, out);
 	if (rc == 0) {
 		store_reader_check(*out); /* slots left by a killed slowlanectl */
-		return CTL_OK;
+		log_set_level((enum log_level)(LOG_ERROR + 1));
+		recover_journal(c, write, out);
+		log_set_level(LOG_WARN);
+		if (*out)
+			return CTL_OK;
+		rc = SL_ESTORE;
 	}
 	*out = NULL;
 	switch (rc) {

@@ -34,6 +34,22 @@ int intake_encode(const struct job *jobs, size_t n, const char *const *bodies,
  * Returns 0, SL_ECORRUPT (not a record), SL_EFULL or SL_ESTORE. */
 int intake_apply(struct store_txn *t, const void *rec, size_t len);
 
+/*
+ * Crash recovery (docs/JOURNAL.md): opens <dir>/journal (creating it if
+ * missing) and stores, in one synced transaction on st, every frame the
+ * store does not have, with the last seq as meta.journal_seq. A store
+ * without journal_seq has never had a journal, so frames found then belong
+ * to another store (a data.mdb removed by hand) and are not applied.
+ * *stored gets the frames applied, *ignored those of another store. With
+ * `out`, *out gets the journal, open and locked for appending (NULL if the
+ * disk has no room for it); without, it is closed.
+ * Returns 0; -EBUSY: another process holds the journal (a daemon running
+ * on dir), nothing was done; or an error of the journal or the store.
+ */
+struct journal;
+int intake_recover(struct store *st, const char *dir, struct journal **out, uint64_t *stored,
+    uint64_t *ignored);
+
 struct intake;
 struct intake_ref;
 

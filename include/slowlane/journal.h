@@ -37,6 +37,8 @@ typedef int (*journal_replay_fn)(void *arg, uint64_t seq, const void *rec, size_
  * *last gets the highest seq seen (at least `applied`). Before the first
  * append the caller must make what was replayed durable, with `*last`
  * stored as its applied seq: appends start over at half 0.
+ * The journal is locked (flock) until journal_close: -EBUSY, before any
+ * replay, means another process has it open.
  * Returns 0, cb's non-zero result, or -errno. -ENOSPC means the replay
  * was done but the file could not be made full size (a small disk): make
  * the replay durable all the same, and run without a journal (*out is not

@@ -6,13 +6,15 @@
 // stores every acknowledged submit the store lacked, exactly once, bodies
 // intact; --no-journal still replays a journal left behind; and a journal
 // left beside a store that never had one (data.mdb removed by hand) is not
-// applied to it.
+// applied to it. slowlanectl after a crash stores what only the journal
+// holds, as startup would; and a second daemon on a journal in use is
+// refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startDaemon, request, mapLimit, chatBody, get, healthz } from '../func/lib.mjs';
-import { figures, shimPath } from './tlib.mjs';
+import { figures, shimPath, ctl, exportAll, runDaemonExpectExit } from './tlib.mjs';
 
 const SLOW_STORE = { LD_PRELOAD: shimPath(), SYNCSHIM_SYNC_DELAY_US: '150000' };
 const NO_SHIM = { LD_PRELOAD: '', SYNCSHIM_SYNC_DELAY_US: '0' };
@@ -104,6 +106,34 @@ test('--no-journal after a crash still stores what the journal holds, then stops
   assert.equal(await d.term(), 0);
   assert.match(d.log(), /, 0 submits journaled in 0 appends/, 'with --no-journal nothing is journaled');
   assert.equal(more.length, 50);
+});
+
+test('after a kill -9, slowlanectl stores what only the journal holds; a journal in use is not touched', { timeout: 120000 }, async (t) => {
+  const d = await startDaemon({ env: SLOW_STORE, args: ['--paused'] });
+  const second = await runDaemonExpectExit(['--listen', '127.0.0.1:0', '--data-dir', d.dataDir, '--paused']);
+  assert.notEqual(second.code, 0, 'a second daemon on the same data dir is refused');
+  assert.match(second.out, /journal is in use by another process/);
+  const ids = await submitMany(d.base, 100, 'ctl');
+  const live = ctl(d.dataDir, ['stats', '--json']);
+  assert.equal(live.status, 0, live.stderr);
+  assert.doesNotMatch(live.stderr, /stored|warning/, 'with the daemon running slowlanectl leaves the journal alone');
+  ids.push(...await submitMany(d.base, 200, 'ctl2'));
+  await d.kill9();
+  const last = ids[ids.length - 1];
+  const show = ctl(d.dataDir, ['show', '--json', last.id]);
+  assert.equal(show.status, 0, show.stderr);
+  const m = /stored (\d+) acknowledged submits? from/.exec(show.stderr);
+  assert.ok(m && Number(m[1]) > 0, `a read-only command stored the journal's submits first: ${show.stderr}`);
+  assert.ok(show.stdout.includes(last.content), 'show finds a job that was only in the journal');
+  const all = exportAll(d.dataDir);
+  const seen = new Map(all.map((g) => [g.id, g.request.messages[0].content]));
+  assert.equal(all.length, ids.length, 'every acknowledged submit exported once');
+  for (const { id, content } of ids) assert.equal(seen.get(id), content, id);
+  figures(t, 'journal-ctl', { acknowledged: ids.length, stored_by_slowlanectl: Number(m[1]) });
+  await d.restart({ env: NO_SHIM });
+  assert.equal(replayedCount(d.log().split('start #2').pop()), 0, 'the daemon finds nothing left to store');
+  assert.equal((await healthz(d.base)).jobs.queued, ids.length);
+  assert.equal(await d.term(), 0);
 });
 
 test('a journal beside a store that never had one is not applied to it', { timeout: 120000 }, async () => {

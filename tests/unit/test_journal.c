@@ -220,7 +220,19 @@ main(void)
 		ok(journal_append(j, &v, 1, &first) == -E2BIG, "a record bigger than a half: E2BIG");
 		free(v.iov_base);
 	}
-	journal_close(j);
+	/* one owner at a time */
+	{
+		struct journal *j2 = NULL;
+		uint64_t l2;
+		s = calloc(1, sizeof *s);
+		ok(journal_open(dir, 0, collect, s, &l2, &j2) == -EBUSY && !j2 && s->n == 0,
+		    "a second open while the first holds it: EBUSY, nothing replayed");
+		journal_close(j);
+		ok(journal_open(dir, 0, collect, s, &l2, &j2) == 0 && j2,
+		    "once closed, it opens again");
+		journal_close(j2);
+		free(s);
+	}
 
 	/* a short file (a crash during the first fill) is completed */
 	if (truncate(path, 4096) != 0)
