@@ -281,6 +281,22 @@ out:
 	return 0;
 }
 
+int
+journal_probe(const char *dir)
+{
+	char path[4096];
+	int fd, rc = 0;
+
+	snprintf(path, sizeof path, "%s/journal", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	close(fd); /* and with it the lock */
+	return rc;
+}
+
 /* Makes room for `size` bytes in the current half or moves to the other. */
 static void
 make_room(struct journal *j, size_t size)

@@ -10,11 +10,11 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "slowlane/api.h"
 #include "slowlane/common.h"
 #include "slowlane/intake.h"
+#include "slowlane/journal.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
 
@@ -38,9 +38,11 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	uint64_t stored, ignored;
 	int rc;
 
-	snprintf(path, sizeof path, "%s/journal", c->data_dir);
-	if (access(path, F_OK) != 0)
+	/* No journal, or a daemon holds it: nothing to do, and no need to take
+	 * the store's write lock to find that out. */
+	if (journal_probe(c->data_dir) != 0)
 		return;
+	snprintf(path, sizeof path, "%s/journal", c->data_dir);
 	if (!write) {
 		store_close(*st);
 		*st = NULL;

@@ -46,6 +46,10 @@ typedef int (*journal_replay_fn)(void *arg, uint64_t seq, const void *rec, size_
 int journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
     uint64_t *last, struct journal **out);
 
+/* Whether <dir>/journal exists and no process holds it (nothing is read or
+ * changed): 0; -EBUSY (a daemon has it open); -ENOENT (no journal); or
+ * -errno. The answer may be stale at once; journal_open decides. */
+int journal_probe(const char *dir);
 /* Writes recs[0..n) as frames with consecutive seqs in one write and syncs
  * it; *first gets the seq of recs[0]. Waits while the half it must move to
  * still holds frames not applied. Returns 0; -E2BIG if the frames cannot fit

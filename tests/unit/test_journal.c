@@ -227,7 +227,10 @@ main(void)
 		s = calloc(1, sizeof *s);
 		ok(journal_open(dir, 0, collect, s, &l2, &j2) == -EBUSY && !j2 && s->n == 0,
 		    "a second open while the first holds it: EBUSY, nothing replayed");
+		ok(journal_probe(dir) == -EBUSY, "journal_probe: held");
 		journal_close(j);
+		ok(journal_probe(dir) == 0, "journal_probe: free once closed");
+		ok(journal_probe("/nonexistent-slowlane-dir") == -ENOENT, "journal_probe: none");
 		ok(journal_open(dir, 0, collect, s, &l2, &j2) == 0 && j2,
 		    "once closed, it opens again");
 		journal_close(j2);
