@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ struct daemon {
 	struct http_server *http;
 	struct journal *jn;
 	struct intake *in;
+	int dir_lock;    /* flock on the data directory, held for life; -1: none */
 	ev_signal sigterm, sigint, sigusr1, sigusr2;
 	ev_timer drain;  /* waits for suspended requests during shutdown */
 	bool stopping;
@@ -157,6 +160,27 @@ raise_fd_limit(void)
 }
 
 /*
+ * One daemon per data directory, journal or not: two would both schedule the
+ * same queue. An flock on the directory itself (never on lock.mdb: a second
+ * descriptor of LMDB's lock file would drop its POSIX locks on close), held
+ * until the process ends. Returns the descriptor, -EBUSY, or -errno.
+ */
+static int
+lock_data_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+/*
  * Stores every journaled submit the store does not have yet (crash
  * recovery, intake_recover) and, unless --no-journal, keeps the journal
  * open (and locked) for the writer.
@@ -215,6 +239,15 @@ run(struct daemon *d)
 	rc = store_open(c->data_dir, &so, &d->st);
 	if (rc) {
 		log_error("cannot open the store in %s: %s", c->data_dir, sl_strerror(rc));
+		return 1;
+	}
+	d->dir_lock = lock_data_dir(c->data_dir);
+	if (d->dir_lock < 0) {
+		if (d->dir_lock == -EBUSY)
+			log_error("another slowlaned is running on %s: one daemon per data "
+			    "directory", c->data_dir);
+		else
+			log_error("cannot lock %s: %s", c->data_dir, sl_strerror(d->dir_lock));
 		return 1;
 	}
 	store_reader_check(d->st);
@@ -363,6 +396,8 @@ teardown(struct daemon *d)
 		d->be->ops->free(d->be);
 	store_close(d->st);
 	journal_close(d->jn);
+	if (d->dir_lock >= 0)
+		close(d->dir_lock);
 	intake_free(d->in);
 	if (d->loop)
 		log_info("stopped: %llu commits, %llu store operations, %llu submits journaled "
@@ -378,6 +413,7 @@ main(int argc, char **argv)
 	int rc;
 
 	memset(&d, 0, sizeof d);
+	d.dir_lock = -1;
 	log_set_ident("slowlaned");
 	rc = config_load(&d.cfg, argc, argv);
 	if (rc != CONFIG_OK) {
