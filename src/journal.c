@@ -285,16 +285,14 @@ int
 journal_probe(const char *dir)
 {
 	char path[4096];
-	int fd, rc = 0;
+	int fd;
 
 	snprintf(path, sizeof path, "%s/journal", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = sl_try_lock(path, 0);
 	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
-		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		return fd;
 	close(fd); /* and with it the lock */
-	return rc;
+	return 0;
 }
 
 /* Makes room for `size` bytes in the current half or moves to the other. */

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,16 +167,7 @@ raise_fd_limit(void)
 static int
 lock_data_dir(const char *dir)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return rc;
-	}
-	return fd;
+	return sl_try_lock(dir, O_DIRECTORY);
 }
 
 /*

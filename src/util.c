@@ -9,8 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <zlib.h>
@@ -344,4 +347,19 @@ sl_strerror(int rc)
 			return strerror(-rc);
 		return "unknown error";
 	}
+}
+
+int
+sl_try_lock(const char *path, int oflags)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | oflags);
+
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
 }

@@ -7,9 +7,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "slowlane/api.h"
 #include "slowlane/common.h"
@@ -36,10 +38,15 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	struct store *w = *st;
 	char path[4096];
 	uint64_t stored, ignored;
-	int rc;
+	int rc, dir;
 
-	/* No journal, or a daemon holds it: nothing to do, and no need to take
-	 * the store's write lock to find that out. */
+	/* No journal, or a daemon runs (it holds the data directory, and the
+	 * journal unless --no-journal): nothing to do, and no need to take the
+	 * store's write lock to find that out. */
+	dir = sl_try_lock(c->data_dir, O_DIRECTORY);
+	if (dir < 0)
+		return;
+	close(dir);
 	if (journal_probe(c->data_dir) != 0)
 		return;
 	snprintf(path, sizeof path, "%s/journal", c->data_dir);
