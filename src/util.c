@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,14 +78,32 @@ sl_random_id(char *out, size_t len)
 static const char sorted_alphabet[64] =
     "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 
+/* The last id's millisecond and sequence, (ms << 18) | seq, process-wide. */
+static _Atomic uint64_t last_id_ms_seq;
+
 int
 sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1])
 {
-	int rc = sl_random_id(out, SL_ID_LEN);
+	uint64_t old = atomic_load(&last_id_ms_seq), v;
+	int rc = sl_random_id(out, SL_ID_LEN), digits = 7;
 
 	if (rc)
 		return rc;
-	for (int i = 6; i >= 0; i--) {
+	/* Within one millisecond, characters 7-9 count up, so the ids of a
+	 * busy millisecond are appended in order too (LMDB then packs their
+	 * pages full). A clock that went back keeps them random. */
+	do {
+		if (old >> 18 > now_ms || (old >> 18 == now_ms && (old & 0x3ffff) == 0x3ffff)) {
+			v = 0;
+			break;
+		}
+		v = old >> 18 == now_ms ? old + 1 : now_ms << 18;
+	} while (!atomic_compare_exchange_weak(&last_id_ms_seq, &old, v));
+	if (v) {
+		now_ms = v;
+		digits = 10;
+	}
+	for (int i = digits - 1; i >= 0; i--) {
 		out[i] = sorted_alphabet[now_ms & 63];
 		now_ms >>= 6;
 	}

@@ -28,11 +28,14 @@ extern uint64_t (*sl_clock_hook)(void);
  * Returns 0, or -errno if the kernel's generator failed. */
 int sl_random_id(char *out, size_t len);
 /* A job id: 7 characters encoding `now_ms` (42 bits, in an alphabet that
- * sorts like the numbers) then 14 random characters (84 bits), all
- * URL-safe, into out[SL_ID_LEN + 1]. Time-ordered like ULID/UUIDv7, so new
- * jobs append to the end of the store's B-trees instead of dirtying a random
- * page each (see docs/ARCHITECTURE.md); 84 random bits keep ids
- * unguessable. Returns 0 or -errno. */
+ * sorts like the numbers), 3 counting the ids this process made in that
+ * millisecond, then 11 random characters (66 bits), all URL-safe, into
+ * out[SL_ID_LEN + 1]. Time-ordered like ULID/UUIDv7, and strictly
+ * increasing within a process while its clock goes forward, so new jobs
+ * append to the end of the store's B-trees instead of dirtying a random
+ * page each (see docs/ARCHITECTURE.md); if `now_ms` is behind the last id's
+ * (a clock set back), the 3 are random too. 66 random bits keep ids
+ * unguessable. Thread-safe. Returns 0 or -errno. */
 int sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1]);
 /* Fills `buf` with `len` random bytes from getrandom(2). Returns 0 or -errno. */
 int sl_random_bytes(void *buf, size_t len);

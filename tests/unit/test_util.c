@@ -35,6 +35,17 @@ main(void)
 		sl_job_id(1ull << 41, a);
 		sl_job_id((1ull << 41) - 1, b2);
 		ok(strcmp(b2, a) < 0, "ordering holds across digit boundaries");
+		{
+			char prev[SL_ID_LEN + 1];
+			int up = 1;
+			sl_job_id((1ull << 41) + 5, prev);
+			for (int i = 0; i < 1000; i++) {
+				sl_job_id((1ull << 41) + 5, a);
+				up &= strcmp(prev, a) < 0 && memcmp(prev, a, 7) == 0;
+				memcpy(prev, a, sizeof prev);
+			}
+			ok(up, "within one millisecond, ids strictly increase (same prefix)");
+		}
 	}
 	ok(!sl_id_valid("N2mZQjrvh-k_m8nMMN7J/", SL_ID_LEN), "'/' rejected");
 	ok(sl_id_valid("N2mZQjrvh-k_m8nMMN7Jn", SL_ID_LEN), "seed's id accepted");
