@@ -194,6 +194,7 @@ intake_recover(struct store *st, const char *dir, struct journal **out, uint64_t
 	struct replay r = { .apply = true };
 	struct journal *jn = NULL;
 	uint64_t applied = 0, last = 0;
+	bool had_seq = true;
 	int rc;
 
 	*stored = *ignored = 0;
@@ -204,7 +205,7 @@ intake_recover(struct store *st, const char *dir, struct journal **out, uint64_t
 		goto out;
 	rc = store_meta_get_u64(r.t, "journal_seq", &applied);
 	if (rc == SL_ENOTFOUND) {
-		r.apply = false;
+		r.apply = had_seq = false;
 		rc = 0;
 	}
 	if (rc == 0) {
@@ -212,14 +213,24 @@ intake_recover(struct store *st, const char *dir, struct journal **out, uint64_t
 		if (rc == -ENOSPC)
 			rc = 0; /* replayed, but no room for a journal: jn stays NULL */
 	}
-	if (rc == 0)
-		rc = store_meta_put_u64(r.t, "journal_seq", last);
+	if (rc)
+		goto out;
+	if (!out) {
+		/* Let go of it now: whoever opens it next does so inside a write
+		 * transaction, so after our commit. */
+		journal_close(jn);
+		jn = NULL;
+	}
+	if (had_seq && r.n == 0 && last == applied)
+		goto done; /* nothing to store: no write (a read-only slowlanectl) */
+	rc = store_meta_put_u64(r.t, "journal_seq", last);
 	if (rc)
 		goto out;
 	rc = store_commit(r.t);
 	r.t = NULL;
 	if (rc)
 		goto out;
+done:
 	*(r.apply ? stored : ignored) = r.n;
 	if (out) {
 		*out = jn;

@@ -185,8 +185,15 @@ open_journal(struct daemon *d)
 	snprintf(path, sizeof path, "%s/journal", d->cfg.data_dir);
 	if (d->cfg.no_journal && access(path, F_OK) != 0)
 		return 0;
-	rc = intake_recover(d->st, d->cfg.data_dir, d->cfg.no_journal ? NULL : &d->jn, &stored,
-	    &ignored);
+	/* Holding the data directory, only a slowlanectl replaying the journal
+	 * can hold it too, and only for a moment: wait up to 5 s for it. */
+	for (int i = 0; i < 50; i++) {
+		rc = intake_recover(d->st, d->cfg.data_dir, d->cfg.no_journal ? NULL : &d->jn,
+		    &stored, &ignored);
+		if (rc != -EBUSY)
+			break;
+		usleep(100 * 1000);
+	}
 	if (rc == -EBUSY) {
 		log_error("%s is in use by another process (a slowlaned or slowlanectl running "
 		    "on %s)", path, d->cfg.data_dir);
@@ -231,7 +238,14 @@ run(struct daemon *d)
 		log_error("cannot open the store in %s: %s", c->data_dir, sl_strerror(rc));
 		return 1;
 	}
-	d->dir_lock = lock_data_dir(c->data_dir);
+	/* slowlanectl probes the lock for a moment: retry for 1 s before
+	 * concluding that another daemon holds it. */
+	for (int i = 0; i < 10; i++) {
+		d->dir_lock = lock_data_dir(c->data_dir);
+		if (d->dir_lock != -EBUSY)
+			break;
+		usleep(100 * 1000);
+	}
 	if (d->dir_lock < 0) {
 		if (d->dir_lock == -EBUSY)
 			log_error("another slowlaned is running on %s: one daemon per data "

@@ -37,8 +37,8 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	struct store_opts rw = { .create = false };
 	struct store *w = *st;
 	char path[4096];
-	uint64_t stored, ignored;
-	int rc, dir;
+	uint64_t stored = 0, ignored = 0;
+	int rc = 0, dir;
 
 	/* No journal, or a daemon runs (it holds the data directory, and the
 	 * journal unless --no-journal): nothing to do, and no need to take the
@@ -53,10 +53,12 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	if (!write) {
 		store_close(*st);
 		*st = NULL;
-		if (store_open(c->data_dir, &rw, &w) != 0)
+		rc = store_open(c->data_dir, &rw, &w);
+		if (rc)
 			w = NULL;
 	}
-	rc = w ? intake_recover(w, c->data_dir, NULL, &stored, &ignored) : -EROFS;
+	if (w)
+		rc = intake_recover(w, c->data_dir, NULL, &stored, &ignored);
 	if (rc == 0 && stored)
 		ctl_err("stored %llu acknowledged submit%s from %s (slowlaned stopped before "
 		    "storing them)", (unsigned long long)stored, stored == 1 ? "" : "s", path);
