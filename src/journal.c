@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "slowlane/journal.h"
@@ -218,17 +217,14 @@ journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
 		return -ENOMEM;
 	j->fd = -1;
 	snprintf(path, sizeof path, "%s/journal", dir);
-	j->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (j->fd < 0) {
-		rc = -errno;
-		log_error("journal: %s: %s", path, strerror(errno));
-		goto out;
-	}
 	/* One owner at a time: a second daemon on this directory, or a
 	 * slowlanectl replaying it, must not append beside the first. The
 	 * lock goes with the descriptor (journal_close, or a crash). */
-	if (flock(j->fd, LOCK_EX | LOCK_NB) != 0) {
-		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+	j->fd = sl_try_lock(path, O_RDWR | O_CREAT);
+	if (j->fd < 0) {
+		rc = j->fd;
+		if (rc != -EBUSY)
+			log_error("journal: %s: %s", path, strerror(-rc));
 		goto out;
 	}
 	size = lseek(j->fd, 0, SEEK_END);
@@ -288,7 +284,7 @@ journal_probe(const char *dir)
 	int fd;
 
 	snprintf(path, sizeof path, "%s/journal", dir);
-	fd = sl_try_lock(path, 0);
+	fd = sl_try_lock(path, O_RDONLY);
 	if (fd < 0)
 		return fd;
 	close(fd); /* and with it the lock */

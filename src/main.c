@@ -159,18 +159,6 @@ raise_fd_limit(void)
 }
 
 /*
- * One daemon per data directory, journal or not: two would both schedule the
- * same queue. An flock on the directory itself (never on lock.mdb: a second
- * descriptor of LMDB's lock file would drop its POSIX locks on close), held
- * until the process ends. Returns the descriptor, -EBUSY, or -errno.
- */
-static int
-lock_data_dir(const char *dir)
-{
-	return sl_try_lock(dir, O_DIRECTORY);
-}
-
-/*
  * Stores every journaled submit the store does not have yet (crash
  * recovery, intake_recover) and, unless --no-journal, keeps the journal
  * open (and locked) for the writer.
@@ -238,10 +226,14 @@ run(struct daemon *d)
 		log_error("cannot open the store in %s: %s", c->data_dir, sl_strerror(rc));
 		return 1;
 	}
-	/* slowlanectl probes the lock for a moment: retry for 1 s before
-	 * concluding that another daemon holds it. */
+	/* One daemon per data directory, journal or not: two would both
+	 * schedule the same queue. An flock on the directory itself (never on
+	 * lock.mdb: a second descriptor of LMDB's lock file would drop its
+	 * POSIX locks on close), held until the process ends. slowlanectl
+	 * probes it for a moment: retry for 1 s before concluding that another
+	 * daemon holds it. */
 	for (int i = 0; i < 10; i++) {
-		d->dir_lock = lock_data_dir(c->data_dir);
+		d->dir_lock = sl_try_lock(c->data_dir, O_RDONLY | O_DIRECTORY);
 		if (d->dir_lock != -EBUSY)
 			break;
 		usleep(100 * 1000);

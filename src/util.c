@@ -78,7 +78,10 @@ sl_random_id(char *out, size_t len)
 static const char sorted_alphabet[64] =
     "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 
-/* The last id's millisecond and sequence, (ms << 18) | seq, process-wide. */
+/* The last id's millisecond and sequence, (ms << ID_SEQ_BITS) | seq,
+ * process-wide. 18 bits: the 3 characters after the 7 of time. */
+#define ID_SEQ_BITS 18
+#define ID_SEQ_MAX ((1u << ID_SEQ_BITS) - 1)
 static _Atomic uint64_t last_id_ms_seq;
 
 int
@@ -93,11 +96,12 @@ sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1])
 	 * busy millisecond are appended in order too (LMDB then packs their
 	 * pages full). A clock that went back keeps them random. */
 	do {
-		if (old >> 18 > now_ms || (old >> 18 == now_ms && (old & 0x3ffff) == 0x3ffff)) {
+		uint64_t ms = old >> ID_SEQ_BITS;
+		if (ms > now_ms || (ms == now_ms && (old & ID_SEQ_MAX) == ID_SEQ_MAX)) {
 			v = 0;
 			break;
 		}
-		v = old >> 18 == now_ms ? old + 1 : now_ms << 18;
+		v = ms == now_ms ? old + 1 : now_ms << ID_SEQ_BITS;
 	} while (!atomic_compare_exchange_weak(&last_id_ms_seq, &old, v));
 	if (v) {
 		now_ms = v;
@@ -371,7 +375,7 @@ sl_strerror(int rc)
 int
 sl_try_lock(const char *path, int oflags)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | oflags);
+	int fd = open(path, oflags | O_CLOEXEC, 0600);
 
 	if (fd < 0)
 		return -errno;

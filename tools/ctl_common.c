@@ -43,7 +43,7 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	/* No journal, or a daemon runs (it holds the data directory, and the
 	 * journal unless --no-journal): nothing to do, and no need to take the
 	 * store's write lock to find that out. */
-	dir = sl_try_lock(c->data_dir, O_DIRECTORY);
+	dir = sl_try_lock(c->data_dir, O_RDONLY | O_DIRECTORY);
 	if (dir < 0)
 		return;
 	close(dir);

@@ -73,8 +73,8 @@ void sl_sha256_final(struct sl_sha256 *h, char out[65]);
 /* Constant-time comparison of two equal-length byte strings. */
 bool sl_ct_equal(const void *a, const void *b, size_t len);
 
-/* Opens `path` (read-only, with open(2) flags `oflags` added) and takes an
- * exclusive flock on it without waiting. Returns the descriptor, which holds
+/* Opens `path` with open(2) flags `oflags` (O_CLOEXEC added; mode 0600 if
+ * it creates it) and takes an exclusive flock on it without waiting. Returns the descriptor, which holds
  * the lock until closed; -EBUSY if another descriptor holds it; or -errno. */
 int sl_try_lock(const char *path, int oflags);
 

@@ -98,15 +98,16 @@ main(void)
 	ok(sl_ct_equal("abc", "abc", 3) && !sl_ct_equal("abc", "abd", 3), "ct_equal");
 	/* sl_try_lock: one holder at a time */
 	{
-		int la = sl_try_lock(".", O_DIRECTORY), lb = sl_try_lock(".", O_DIRECTORY);
+		int la = sl_try_lock(".", O_RDONLY | O_DIRECTORY);
+		int lb = sl_try_lock(".", O_RDONLY | O_DIRECTORY);
 		ok(la >= 0 && lb == -EBUSY, "sl_try_lock: a second descriptor is refused (EBUSY)");
 		if (la >= 0)
 			close(la);
-		lb = sl_try_lock(".", O_DIRECTORY);
+		lb = sl_try_lock(".", O_RDONLY | O_DIRECTORY);
 		ok(lb >= 0, "sl_try_lock: free again once the holder is closed");
 		if (lb >= 0)
 			close(lb);
-		ok(sl_try_lock("/nonexistent-slowlane-path", 0) == -ENOENT, "sl_try_lock: ENOENT");
+		ok(sl_try_lock("/nonexistent-slowlane-path", O_RDONLY) == -ENOENT, "sl_try_lock: ENOENT");
 	}
 	return tap_done();
 }
