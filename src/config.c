@@ -61,6 +61,8 @@ static const struct option_row options[] = {
 	  "upstream calls in flight at most (default 64)" },
 	{ "readers", T_UINT, F(readers), 0, 0, 64, "N",
 	  "threads that read polled jobs off the loop thread; 0 reads on it\n\t  (default 2)" },
+	{ "writer-nice", T_UINT, F(writer_nice), 0, 0, 19, "N",
+	  "with the journal on, run the store writer thread N nice levels\n\t  below the others, at most to 19: its commits are off the\n\t  acknowledgement path (default 19; 0 = level)" },
 	{ "job-ttl", T_DUR, F(job_ttl_ms), 0, MS(1), 365 * DAY, "DUR",
 	  "unfinished jobs end Failed after this (default 72h)" },
 	{ "max-attempts", T_UINT, F(max_attempts), 0, 1, 1000, "N",
@@ -126,6 +128,7 @@ defaults(struct config *c)
 	c->data_dir = strdup("./slowlane-data");
 	c->concurrency = 64;
 	c->readers = 2;
+	c->writer_nice = 19;
 	c->job_ttl_ms = MS(72 * 3600);
 	c->max_attempts = 5;
 	c->upstream_timeout_ms = MS(600);
@@ -289,6 +292,12 @@ apply(struct config *c, const struct option_row *o, const char *v, const char *f
 		break;
 	default:
 		return 0;
+	}
+	if ((rc || u < o->min || u > o->max) && o->type == T_UINT) {
+		fprintf(stderr, "slowlaned: %s: invalid value '%s' for --%s: a whole number from "
+		    "%llu to %llu (%s)\n", from, v, o->name, (unsigned long long)o->min,
+		    (unsigned long long)o->max, o->help);
+		return SL_EINVAL;
 	}
 	if (rc || u < o->min || u > o->max) {
 		fprintf(stderr, "slowlaned: %s: invalid value '%s' for --%s (%s)\n", from, v,

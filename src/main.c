@@ -267,7 +267,7 @@ run(struct daemon *d)
 
 	d->loop = ev_default_loop(EVFLAG_AUTO);
 	struct writer_journal wj = { .journal = d->jn, .intake = d->in,
-		.stored = journal_stored, .arg = d };
+		.stored = journal_stored, .arg = d, .nice = (int)c->writer_nice };
 	rc = writer_start(&d->wr, d->st, d->loop, &wj);
 	if (rc == 0)
 		rc = reader_start(&d->rd, d->st, d->loop, (unsigned)c->readers);

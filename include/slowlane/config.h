@@ -23,6 +23,7 @@ struct config {
 	size_t n_models;
 	uint64_t concurrency;
 	uint64_t readers;         /* reader pool threads (reader.h) */
+	uint64_t writer_nice;     /* writer nice levels below, with a journal */
 	uint64_t job_ttl_ms;
 	uint64_t max_attempts;
 	uint64_t upstream_timeout_ms;

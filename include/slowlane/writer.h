@@ -64,6 +64,11 @@ struct writer_journal {
 	 * scheduler: their jobs can be claimed now). */
 	void (*stored)(void *arg);
 	void *arg;
+	/* While this lane is on, the writer thread runs `nice` nice levels
+	 * below the other threads (at most to 19): its commits are then off
+	 * the acknowledgement path, so it gives the CPU to the loop and the
+	 * journal first. 0 leaves it level. */
+	int nice;
 };
 
 struct writer;
