@@ -37,7 +37,8 @@ int sl_random_id(char *out, size_t len);
  * (a clock set back), the 3 are random too. 66 random bits keep ids
  * unguessable. Thread-safe. Returns 0 or -errno. */
 int sl_job_id(uint64_t now_ms, char out[SL_ID_LEN + 1]);
-/* Fills `buf` with `len` random bytes from getrandom(2). Returns 0 or -errno. */
+/* Fills `buf` with `len` random bytes from getrandom(2), read in bulk per
+ * thread (each byte used once). Thread-safe. Returns 0 or -errno. */
 int sl_random_bytes(void *buf, size_t len);
 /* True if `s` has exactly `len` characters, all URL-safe id characters. */
 bool sl_id_valid(const char *s, size_t len);

@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -9,6 +11,13 @@
 #include "../tap.h"
 #include "slowlane/common.h"
 #include "slowlane/util.h"
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
 
 int
 main(void)
@@ -46,6 +55,28 @@ main(void)
 			}
 			ok(up, "within one millisecond, ids strictly increase (same prefix)");
 		}
+	}
+	{
+		/* The per-thread pool hands each byte out once: 4,096 draws of 8
+		 * bytes cross 128 refills and must all differ; a request larger
+		 * than the pool's share bypasses it and is filled all the same. */
+		enum { DRAWS = 4096 };
+		uint64_t *v = calloc(DRAWS, sizeof *v);
+		unsigned char big[200] = { 0 };
+		bool distinct = v != NULL, filled = false;
+
+		for (size_t i = 0; v && i < DRAWS; i++)
+			distinct &= sl_random_bytes(&v[i], sizeof v[i]) == 0;
+		if (v)
+			qsort(v, DRAWS, sizeof *v, cmp_u64);
+		for (size_t i = 1; v && i < DRAWS; i++)
+			distinct &= v[i] != v[i - 1];
+		ok(distinct, "random draws through the pool never repeat");
+		ok(sl_random_bytes(big, sizeof big) == 0, "a large draw bypasses the pool");
+		for (size_t i = 0; i < sizeof big; i++)
+			filled |= big[i] != 0;
+		ok(filled, "a large draw is filled");
+		free(v);
 	}
 	ok(!sl_id_valid("N2mZQjrvh-k_m8nMMN7J/", SL_ID_LEN), "'/' rejected");
 	ok(sl_id_valid("N2mZQjrvh-k_m8nMMN7Jn", SL_ID_LEN), "seed's id accepted");
