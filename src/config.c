@@ -62,7 +62,7 @@ static const struct option_row options[] = {
 	{ "readers", T_UINT, F(readers), 0, 0, 64, "N",
 	  "threads that read polled jobs off the loop thread; 0 reads on it\n\t  (default 2)" },
 	{ "writer-nice", T_UINT, F(writer_nice), 0, 0, 19, "N",
-	  "with the journal on, run the store writer thread N nice levels\n\t  below the others, at most to 19: its commits are off the\n\t  acknowledgement path (default 19; 0 = level)" },
+	  "with the journal on, run the store writer thread N nice levels\n\t  below the others, at most to 19: its commits are off the\n\t  acknowledgement path. For a machine of its own (default 0: level)" },
 	{ "job-ttl", T_DUR, F(job_ttl_ms), 0, MS(1), 365 * DAY, "DUR",
 	  "unfinished jobs end Failed after this (default 72h)" },
 	{ "max-attempts", T_UINT, F(max_attempts), 0, 1, 1000, "N",
@@ -128,7 +128,7 @@ defaults(struct config *c)
 	c->data_dir = strdup("./slowlane-data");
 	c->concurrency = 64;
 	c->readers = 2;
-	c->writer_nice = 19;
+	c->writer_nice = 0;
 	c->job_ttl_ms = MS(72 * 3600);
 	c->max_attempts = 5;
 	c->upstream_timeout_ms = MS(600);

@@ -812,6 +812,9 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	/* Reader slots of crashed slowlanectl runs would pin old pages. */
 	if (++s->ticks % READER_CHECK_TICKS == 0 && store_reader_check(s->st) > 0)
 		log_info("sched: cleared stale LMDB reader slots");
+	/* Last, so that the pages this tick read go too: RSS stays what is in
+	 * flight, not what was written (store.h). */
+	store_release_map(s->st);
 }
 
 static void

@@ -25,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -75,6 +77,8 @@ struct store {
 	MDB_dbi dbi[DB_COUNT];
 	char *dir;
 	_Atomic uint64_t free_pages; /* freelist size, as last measured */
+	void *map;                   /* LMDB's map of data.mdb (find_map), or NULL */
+	size_t map_len;
 };
 
 struct store_txn {
@@ -218,6 +222,39 @@ check_size(struct store *st, const char *dir)
 	return 0;
 }
 
+/* Where LMDB mapped data.mdb: the mapping of its inode at offset 0 in
+ * /proc/self/maps. LMDB keeps no public handle on it (me_mapaddr is only
+ * set with MDB_FIXEDMAP). It never moves: the map size is set before
+ * mdb_env_open and never after (MDB_MAP_RESIZED is not handled by a
+ * remap), and without MDB_WRITEMAP a commit writes with pwrite, never
+ * through the map. */
+static void
+find_map(struct store *st)
+{
+	struct stat sb;
+	mdb_filehandle_t fd;
+	char line[4096];
+	FILE *f;
+
+	if (mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &sb) != 0)
+		return;
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo, hi, off, ino;
+		unsigned maj, mnr;
+		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off, &maj, &mnr, &ino) != 6)
+			continue;
+		if (ino == sb.st_ino && off == 0 && maj == major(sb.st_dev) && mnr == minor(sb.st_dev) &&
+		    hi - lo > st->map_len) {
+			st->map = (void *)lo;
+			st->map_len = hi - lo;
+		}
+	}
+	fclose(f);
+}
+
 int
 store_open(const char *dir, const struct store_opts *opts, struct store **out)
 {
@@ -308,8 +345,10 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 	rc = check_size(st, dir);
 	if (rc == 0)
 		rc = open_dbs(st, opts->read_only);
-	if (rc == 0)
+	if (rc == 0) {
 		store_measure_free(st);
+		find_map(st);
+	}
 	if (rc == SL_ENOTFOUND)
 		rc = -ENOENT; /* missing database (see store_open) */
 out:
@@ -392,6 +431,22 @@ store_disk_full(struct store *st)
 		return false;
 	/* Less than 1 MiB left: a commit's pages may not have fitted. */
 	return (uint64_t)vs.f_bavail * vs.f_frsize < ((uint64_t)1 << 20);
+}
+
+void
+store_release_map(struct store *st)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+	size_t used;
+
+	/* The map is read-only and shared: every page of it is the page
+	 * cache's, so dropping the mapping loses nothing. Up to the last page
+	 * in use: past it nothing was mapped in. */
+	if (!st->map || mdb_env_info(st->env, &ei) != 0 || mdb_env_stat(st->env, &ms) != 0)
+		return;
+	used = (size_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+	madvise(st->map, used < st->map_len ? used : st->map_len, MADV_DONTNEED);
 }
 
 int

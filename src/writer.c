@@ -19,13 +19,15 @@
  * a stored_op is never dropped from a batch (`must`): on a hard error the
  * batch is retried until the store takes it.
  *
- * With a journal the writer thread lowers its own priority (jo.nice, 19 by
- * default). Its commits then store submits that are already acknowledged,
- * and its CPU (mostly the kernel copying LMDB's pages) taken from the loop,
- * the journal and the clients costs acknowledgements: 34-38 K against
- * 28-34 K submits/s on 2 cores (bench/profile.md). It still runs whenever a
- * core is free, and when it falls behind the journal fills and submits wait
- * for it: back-pressure, never a stall. Priority is per thread on Linux.
+ * With a journal the writer thread may lower its own priority (jo.nice,
+ * --writer-nice; 0 by default). Its commits then store submits that are
+ * already acknowledged, and its CPU (mostly the kernel copying LMDB's
+ * pages) taken from the loop, the journal and the clients costs
+ * acknowledgements: at nice 19, 29-38 K against 25-34 K submits/s on 2
+ * cores (bench/profile.md). Not the default: its claims and finishes are
+ * on the drain's path, and a CPU-bound neighbour in the same scheduling
+ * group leaves it ~1.5 % of a core, so every commit, claims included,
+ * crawls. Priority is per thread on Linux.
  */
 #include "config.h"
 

@@ -131,6 +131,14 @@ bool store_disk_full(struct store *st);
 /* Clears reader slots left by crashed processes; returns how many. */
 int store_reader_check(struct store *st);
 
+/* Lets go of this process's mappings of the store's pages (the pages stay
+ * in the page cache; the next read maps them again, a minor fault). Every
+ * commit moves the trees' right edges to new pages and the next
+ * transaction maps those, so without this the process's RSS climbs with
+ * what it wrote, towards the whole file. The scheduler calls it every
+ * second. Any thread; readers running meanwhile just fault again. */
+void store_release_map(struct store *st);
+
 /* ---- tables of checked records (groups, webhooks, outbox, deliveries) ---- */
 
 enum store_table {

@@ -84,7 +84,10 @@ test('under load: stats and ls agree with what was submitted', async () => {
   assert.equal(s.total, N);
   assert.equal(c.Queued + c['In Progress'] + c.Success + c.Failed, N);
   assert.ok(c.Queued > 0, `still queued under load: ${JSON.stringify(c)}`);
-  assert.ok(c['In Progress'] <= 8, `at most --concurrency in flight: ${JSON.stringify(c)}`);
+  // In Progress on disk: the 8 calls, plus the jobs claimed ahead while a
+  // claim's round trip is long beside a call (src/sched.c): rare against a
+  // 300 ms upstream, but a busy machine slows the writer; at most 4 x 8.
+  assert.ok(c['In Progress'] <= 8 + 4 * 8, `at most --concurrency in flight, plus claim-ahead: ${JSON.stringify(c)}`);
   // One read transaction: the per-model view of unfinished jobs adds up.
   const byModel = Object.values(s.unfinishedByModel);
   assert.equal(byModel.reduce((a, m) => a + m.Queued, 0), c.Queued);

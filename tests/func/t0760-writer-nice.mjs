@@ -1,10 +1,11 @@
-// With the journal on, the store writer thread runs at a lower priority
-// (--writer-nice N: N nice levels below the other threads, at most to 19;
-// N is 19 by default): its commits store submits that are already
-// acknowledged, so the loop and the journal, which acknowledge, get the CPU
-// first (src/writer.c, bench/profile.md). Without the journal every submit
-// waits for the writer's commit, so it must stay level. Read from the
-// kernel: /proc/PID/task/TID/stat, field 19 is the nice value of one thread.
+// With the journal on, --writer-nice N runs the store writer thread N nice
+// levels below the other threads (at most to 19): its commits store submits
+// that are already acknowledged, so the loop and the journal, which
+// acknowledge, may get the CPU first (src/writer.c, bench/profile.md). The
+// default keeps it level: the writer also commits the drain's claims.
+// Without the journal every submit waits for the writer's commit, so it
+// stays level whatever is asked. Read from the kernel:
+// /proc/PID/task/TID/stat, field 19 is the nice value of one thread.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -44,8 +45,15 @@ async function threadsOf(args) {
 // The suite may itself run niced, and the daemon inherits that.
 const base = () => os.getPriority();
 
-test('with the journal the writer thread runs at nice 19; the loop and the journal stay level', async () => {
+test('by default every thread runs level, the writer included', async () => {
   const t = await threadsOf([]);
+  assert.equal(t.slowlaned, base(), JSON.stringify(t));
+  assert.equal(t['sl-writer'], t.slowlaned, JSON.stringify(t));
+  assert.equal(t['sl-journal'], t.slowlaned, JSON.stringify(t));
+});
+
+test('--writer-nice 19: the writer at nice 19, the loop and the journal level, submits still answered', async () => {
+  const t = await threadsOf(['--writer-nice', '19']);
   assert.equal(t['sl-writer'], 19, JSON.stringify(t));
   assert.equal(t['sl-journal'], t.slowlaned, JSON.stringify(t));
   assert.equal(t.slowlaned, base(), JSON.stringify(t));
@@ -60,7 +68,7 @@ test('--writer-nice N puts the writer N levels below the loop, and 0 leaves it l
 });
 
 test('without the journal the writer is on the acknowledgement path and stays level', async () => {
-  const t = await threadsOf(['--no-journal']);
+  const t = await threadsOf(['--no-journal', '--writer-nice', '19']);
   assert.equal(t['sl-writer'], t.slowlaned, JSON.stringify(t));
   assert.equal(t['sl-journal'], undefined, 'no journal thread');
 });
