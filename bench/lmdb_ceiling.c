@@ -9,6 +9,7 @@
  * reaches LMDB only through store.c): it measures LMDB, not the store.
  *
  *   lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES] [--schema]
+ *       [--journal] [--append]
  *
  * Default sync flags (a commit returns after fdatasync), keys are a big-endian
  * counter (appends, like slowlane's time-ordered ids), one unnamed database.
@@ -28,6 +29,12 @@
  * grow with the backlog (at most 4096 records behind). "records" and "rate"
  * count journaled (acknowledgeable) records; "commits" and the latencies are
  * the journal's syncs; "store_commits" the LMDB ones.
+ *
+ * --append puts every record, and in --schema every entry but the counter,
+ * with MDB_APPEND, as slowlane's store does when a key sorts last: a full
+ * page is then left full and the new key starts the next one, where an
+ * ordinary insert splits the page in half (so pages of a tree written in
+ * key order stay half full).
  *
  * Prints one JSON line: {"txn":K,"records":N,"commits":C,"seconds":S,
  * "rate":R,"commit_p50_ms":..,"commit_p99_ms":..}.
@@ -52,11 +59,13 @@
 #define JOURNAL_BEHIND 4096              /* records journaled but not in LMDB */
 #define FRAME_HEADER 24
 
+static unsigned put_flags; /* MDB_APPEND with --append */
+
 static void
 usage(void)
 {
 	fprintf(stderr, "usage: lmdb_ceiling --dir DIR --txn K [--duration S] [--record BYTES] "
-	    "[--schema] [--journal]\n");
+	    "[--schema] [--journal] [--append]\n");
 	exit(2);
 }
 
@@ -83,14 +92,14 @@ put_schema(MDB_txn *txn, const MDB_dbi *db, const unsigned char *k, unsigned cha
 	memcpy(tk + 8, id, sizeof id);
 	memset(rec, 'r', sizeof rec);
 	mv = (MDB_val){ sizeof rec, rec };
-	if ((rc = mdb_put(txn, db[0], &mk, &mv, 0)) != 0)
+	if ((rc = mdb_put(txn, db[0], &mk, &mv, put_flags)) != 0)
 		die("put job", rc);
 	mv = (MDB_val){ record, val };
-	if ((rc = mdb_put(txn, db[1], &mk, &mv, 0)) != 0)
+	if ((rc = mdb_put(txn, db[1], &mk, &mv, put_flags)) != 0)
 		die("put body", rc);
 	for (int i = 2; i <= 4; i++) {
 		MDB_val ik = { sizeof tk, tk }, iv = { 0, "" };
-		if ((rc = mdb_put(txn, db[i], &ik, &iv, 0)) != 0)
+		if ((rc = mdb_put(txn, db[i], &ik, &iv, put_flags)) != 0)
 			die("put index", rc);
 	}
 	if (mdb_get(txn, db[5], &ck, &mv) == 0 && mv.mv_size == sizeof counts)
@@ -118,7 +127,7 @@ put_records(MDB_txn *txn, MDB_dbi dbi, const MDB_dbi *sdb, bool schema, uint64_t
 			continue;
 		}
 		MDB_val mk = { sizeof k, k }, mv = { record, val };
-		if ((rc = mdb_put(txn, dbi, &mk, &mv, 0)) != 0)
+		if ((rc = mdb_put(txn, dbi, &mk, &mv, put_flags)) != 0)
 			die("put", rc);
 	}
 }
@@ -195,6 +204,7 @@ main(int argc, char **argv)
 		{ "record", required_argument, NULL, 'r' },
 		{ "schema", no_argument, NULL, 's' },
 		{ "journal", no_argument, NULL, 'j' },
+		{ "append", no_argument, NULL, 'a' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *dir = NULL;
@@ -220,6 +230,7 @@ main(int argc, char **argv)
 		case 'r': record = strtoul(optarg, NULL, 10); break;
 		case 's': schema = true; break;
 		case 'j': journal = true; break;
+		case 'a': put_flags = MDB_APPEND; break;
 		default: usage();
 		}
 	}
@@ -297,10 +308,10 @@ main(int argc, char **argv)
 	mdb_env_close(env);
 	bu_lat_sort(&lat);
 	double secs = (double)(now - t0) / 1e6;
-	printf("{\"schema\":%s,\"journal\":%s,\"txn\":%lu,\"records\":%llu,\"commits\":%llu,"
+	printf("{\"schema\":%s,\"journal\":%s,\"append\":%s,\"txn\":%lu,\"records\":%llu,\"commits\":%llu,"
 	    "\"store_commits\":%llu,\"seconds\":%.3f,\"rate\":%.0f,\"commit_p50_ms\":%.3f,"
 	    "\"commit_p99_ms\":%.3f}\n", schema ? "true" : "false", journal ? "true" : "false",
-	    per_txn, (unsigned long long)key, (unsigned long long)commits,
+	    put_flags ? "true" : "false", per_txn, (unsigned long long)key, (unsigned long long)commits,
 	    (unsigned long long)(journal ? ap.commits : commits), secs, (double)key / secs,
 	    bu_lat_pct(&lat, 50), bu_lat_pct(&lat, 99));
 	free(lat.v);

@@ -535,6 +535,29 @@ store_meta_put_u64(struct store_txn *t, const char *name, uint64_t val)
 	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put meta");
 }
 
+/*
+ * mdb_put, first tried as an append when `flags` has MDB_APPEND. Most keys
+ * written here sort after every key of their tree (new ids, time keys of
+ * now). For an ordinary insert into a full page LMDB splits the page in
+ * half, so a tree written in key order ends up with half-full pages; for
+ * MDB_APPEND it starts a new page and leaves the full one full: fewer pages
+ * per commit and a smaller file, with the same keys and values (no format
+ * change). A key that does not sort last makes the append return
+ * MDB_KEYEXIST before anything is touched (mdb_cursor_put checks it against
+ * mdb_cursor_last first), and it is then put the ordinary way.
+ */
+static int
+tree_put(struct store_txn *t, int db, MDB_val *k, MDB_val *v, unsigned flags)
+{
+	int rc = MDB_KEYEXIST;
+
+	if (flags & MDB_APPEND)
+		rc = mdb_put(t->txn, t->st->dbi[db], k, v, flags);
+	if (rc == MDB_KEYEXIST)
+		rc = mdb_put(t->txn, t->st->dbi[db], k, v, flags & ~(unsigned)MDB_APPEND);
+	return rc;
+}
+
 /* ---- checked values: payload followed by CRC-32 of the payload ---- */
 
 static int
@@ -545,7 +568,7 @@ put_checked_key(struct store_txn *t, int db, const void *key, size_t klen, const
 	int rc;
 
 	/* MDB_RESERVE: LMDB hands us the space, saving a copy of the body. */
-	rc = mdb_put(t->txn, t->st->dbi[db], &k, &v, MDB_RESERVE);
+	rc = tree_put(t, db, &k, &v, MDB_RESERVE | MDB_APPEND);
 	if (rc)
 		return map_rc(rc, "put");
 	memcpy(v.mv_data, data, len);
@@ -635,12 +658,13 @@ store_job_get(struct store_txn *t, const char *id, struct job *out)
 	return rc;
 }
 
+/* Puts one entry, as an append when its key sorts last (tree_put). */
 static int
 put_key(struct store_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 
-	return map_rc(mdb_put(t->txn, t->st->dbi[db], &k, &v, 0), db_names[db]);
+	return map_rc(tree_put(t, db, &k, &v, MDB_APPEND), db_names[db]);
 }
 
 static int
@@ -772,11 +796,17 @@ store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
 	static const struct job none; /* in no index */
 	const struct job *o = old ? old : &none;
 	bool o_live = old != NULL;
+	MDB_val k, v;
 	size_t n;
 	int rc;
 
 	n = job_encode(nw, rec);
-	rc = put_key(t, DB_JOBS, nw->id, SL_ID_LEN, rec, n);
+	k.mv_size = SL_ID_LEN;
+	k.mv_data = (void *)nw->id;
+	v.mv_size = n;
+	v.mv_data = rec;
+	/* A new job's id sorts last; an update rewrites a key in place. */
+	rc = map_rc(tree_put(t, DB_JOBS, &k, &v, old ? 0 : MDB_APPEND), "jobs");
 	if (rc)
 		return rc;
 	rc = move_time_key(t, DB_READY, nw->id, o_live && job_in_ready(o), o->not_before_ms,
