@@ -102,10 +102,11 @@ struct frame {
 	size_t len;
 };
 
-/* Parses one half's run of frames into out[] (at most cap). Returns the
- * count. */
+/* Parses one half's run of frames into out[] (at most cap; out may be NULL
+ * to count them only). *last_seq gets the run's last seq (0: none). Returns
+ * the count. */
 static size_t
-parse_half(const unsigned char *h, struct frame *out, size_t cap)
+parse_half(const unsigned char *h, struct frame *out, size_t cap, uint64_t *last_seq)
 {
 	size_t off = 0, n = 0;
 	uint64_t prev = 0;
@@ -121,10 +122,13 @@ parse_half(const unsigned char *h, struct frame *out, size_t cap)
 			break;
 		if (frame_crc(hdr, hdr + JOURNAL_FRAME_HEADER, len) != get32(hdr + 16))
 			break;
-		out[n++] = (struct frame){ seq, hdr + JOURNAL_FRAME_HEADER, len };
+		if (out)
+			out[n] = (struct frame){ seq, hdr + JOURNAL_FRAME_HEADER, len };
+		n++;
 		prev = seq;
 		off += JOURNAL_FRAME_HEADER + pad8(len);
 	}
+	*last_seq = prev;
 	return n;
 }
 
@@ -145,7 +149,8 @@ replay(const unsigned char *file, uint64_t applied, journal_replay_fn cb, void *
 		goto out;
 	}
 	for (int h = 0; h < 2; h++) {
-		n[h] = parse_half(file + (size_t)h * JOURNAL_HALF, f[h], cap);
+		uint64_t ignored;
+		n[h] = parse_half(file + (size_t)h * JOURNAL_HALF, f[h], cap, &ignored);
 		while (i[h] < n[h] && f[h][i[h]].seq <= applied)
 			i[h]++;
 	}
@@ -203,6 +208,54 @@ out:
 	return rc;
 }
 
+/* Reads the whole journal into a new zeroed buffer of JOURNAL_BYTES. A
+ * short file (created by a crash before its fill finished) is read as far
+ * as it goes; the rest reads as zeros, which end a run. */
+static int
+read_file(int fd, unsigned char **out)
+{
+	unsigned char *file = calloc(1, JOURNAL_BYTES);
+
+	if (!file)
+		return -ENOMEM;
+	for (size_t got = 0; got < JOURNAL_BYTES;) {
+		ssize_t r = pread(fd, file + got, JOURNAL_BYTES - got, (off_t)got);
+		if (r < 0) {
+			int rc = -errno;
+			free(file);
+			return rc;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	*out = file;
+	return 0;
+}
+
+int
+journal_last_seq(const char *dir, uint64_t *last)
+{
+	char path[4096];
+	unsigned char *file = NULL;
+	uint64_t l[2];
+	int fd, rc;
+
+	snprintf(path, sizeof path, "%s/journal", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	rc = read_file(fd, &file);
+	close(fd);
+	if (rc)
+		return rc;
+	for (int h = 0; h < 2; h++)
+		parse_half(file + (size_t)h * JOURNAL_HALF, NULL, SIZE_MAX, &l[h]);
+	*last = l[0] > l[1] ? l[0] : l[1];
+	free(file);
+	return 0;
+}
+
 int
 journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
     uint64_t *last, struct journal **out)
@@ -232,24 +285,9 @@ journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *arg,
 		rc = -errno;
 		goto out;
 	}
-	file = calloc(1, JOURNAL_BYTES);
-	if (!file) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	/* A short file (created by a crash before its fill finished) is read
-	 * as far as it goes; the rest reads as zeros, which end a run. */
-	for (size_t got = 0; got < JOURNAL_BYTES && (off_t)got < size;) {
-		ssize_t r = pread(j->fd, file + got, JOURNAL_BYTES - got, (off_t)got);
-		if (r < 0) {
-			rc = -errno;
-			goto out;
-		}
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	rc = replay(file, applied, cb, arg, last);
+	rc = read_file(j->fd, &file);
+	if (rc == 0)
+		rc = replay(file, applied, cb, arg, last);
 	if (rc)
 		goto out;
 	if (size < (off_t)JOURNAL_BYTES && (rc = fill(j->fd, dir, size)) != 0) {

@@ -36,11 +36,34 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "slowlane/common.h"
 #include "slowlane/log.h"
 #include "slowlane/writer.h"
+
+/*
+ * The linger. Journaled submits are acknowledged already, so storing them a
+ * few milliseconds later keeps nobody waiting, and a commit costs mostly
+ * what does not grow with its size: the root-to-leaf path of each B-tree
+ * copied and written, two syncs. So while the queue holds nothing but
+ * journaled submits, the writer lets them gather for up to LINGER_MS after
+ * the first of them arrived, or until LINGER_BYTES of them are queued,
+ * before it begins a transaction. Any other op (a claim, a finish, a
+ * cancel: someone waits on those) ends the wait at once. LINGER_BYTES is a
+ * quarter of a journal half, so the linger never holds back the frames the
+ * journal needs applied before it can move to its other half. And it is at
+ * most 1/LINGER_MAP_SHARE of the map: the journal stops taking submits at
+ * 90 % full, and the 10 % left must hold every submit journaled but not yet
+ * stored (stored, a frame takes up to about twice its size). Otherwise, on
+ * a small map, a lingered batch could exceed the room left: the writer
+ * would retry it forever, and nothing queued behind it (the retention that
+ * would free the room) could run.
+ */
+#define LINGER_MS 10
+#define LINGER_BYTES (JOURNAL_HALF / 4)
+#define LINGER_MAP_SHARE 40
 
 struct writer {
 	struct store *st;
@@ -50,6 +73,10 @@ struct writer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct wr_op *queue, **queue_tail; /* guarded by mu */
+	unsigned queued_direct;            /* guarded by mu: ops in queue but stored_ops */
+	size_t queued_bytes;               /* guarded by mu: journal bytes in queue */
+	size_t linger_bytes;               /* the linger ends at this many */
+	struct timespec linger_until;      /* guarded by mu: CLOCK_MONOTONIC */
 	struct wr_op *done, **done_tail;   /* guarded by mu */
 	int stopping;                      /* guarded by mu */
 	struct wr_op *failed;              /* writer thread: ops taken out */
@@ -68,6 +95,7 @@ struct stored_op {
 	struct wr_op op;
 	struct writer *w;
 	uint64_t last_seq;
+	size_t bytes; /* their frames' size in the journal */
 	size_t n;
 	struct intake_ref *held[];
 };
@@ -84,13 +112,30 @@ take_all(struct wr_op **head, struct wr_op ***tail)
 }
 
 /* Appends `list` to the list whose tail is *tail, moving the tail (mu
- * held). */
-static void
+ * held). Returns the number of ops appended. */
+static unsigned
 append_all(struct wr_op ***tail, struct wr_op *list)
 {
+	unsigned n = 0;
+
 	**tail = list;
-	while (**tail)
+	for (; **tail; n++)
 		*tail = &(**tail)->next;
+	return n;
+}
+
+/* True while the writer should let journaled submits gather (mu held; the
+ * queue is not empty). */
+static bool
+lingering(const struct writer *w)
+{
+	struct timespec now;
+
+	if (w->queued_direct || w->queued_bytes >= w->linger_bytes || w->stopping)
+		return false;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec < w->linger_until.tv_sec ||
+	    (now.tv_sec == w->linger_until.tv_sec && now.tv_nsec < w->linger_until.tv_nsec);
 }
 
 /* Errors an op reports before writing anything: they leave the transaction
@@ -230,7 +275,11 @@ writer_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			break;
 		}
+		while (lingering(w))
+			pthread_cond_timedwait(&w->cv, &w->mu, &w->linger_until);
 		batch = take_all(&w->queue, &w->queue_tail);
+		w->queued_direct = 0;
+		w->queued_bytes = 0;
 		pthread_mutex_unlock(&w->mu);
 
 		rc = apply_batch(w, &batch);
@@ -286,12 +335,35 @@ stored_done(struct wr_op *op)
 	free(so);
 }
 
-/* Moves `list` to the writer's queue (mu held). */
+/* Moves `list` to the writer's queue (mu held); it ends any linger. */
 static void
 queue_direct_locked(struct writer *w, struct wr_op *list)
 {
-	append_all(&w->queue_tail, list);
+	w->queued_direct += append_all(&w->queue_tail, list);
 	pthread_cond_signal(&w->cv);
+}
+
+/* Queues a stored_op (mu held). The first one into an empty queue starts
+ * the linger; the writer is woken only then, or once enough have gathered:
+ * a lingering writer wakes at its deadline by itself. */
+static void
+queue_stored_locked(struct writer *w, struct stored_op *so)
+{
+	bool first = w->queue == NULL;
+
+	if (first) {
+		clock_gettime(CLOCK_MONOTONIC, &w->linger_until);
+		w->linger_until.tv_nsec += LINGER_MS * 1000000L;
+		if (w->linger_until.tv_nsec >= 1000000000L) {
+			w->linger_until.tv_sec++;
+			w->linger_until.tv_nsec -= 1000000000L;
+		}
+	}
+	so->op.next = NULL;
+	append_all(&w->queue_tail, &so->op);
+	w->queued_bytes += so->bytes;
+	if (first || w->queued_bytes >= w->linger_bytes)
+		pthread_cond_signal(&w->cv);
 }
 
 /*
@@ -347,6 +419,7 @@ journal_batch(struct writer *w, struct wr_op *batch)
 			abort();
 		}
 		so->last_seq = first + so->n - 1;
+		so->bytes = size;
 		so->w = w;
 		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done,
 			.committed = stored_committed, .must = true };
@@ -358,11 +431,10 @@ journal_batch(struct writer *w, struct wr_op *batch)
 	pthread_mutex_lock(&w->mu);
 	if (journaled) {
 		atomic_fetch_add(&w->pending, 1); /* the stored_op: run_done finishes it */
-		so->op.next = direct;
-		queue_direct_locked(w, &so->op);
-	} else if (direct) {
-		queue_direct_locked(w, direct);
+		queue_stored_locked(w, so);
 	}
+	if (direct)
+		queue_direct_locked(w, direct);
 	for (struct wr_op *op = held; op; op = op->next)
 		op->rc = 0;
 	append_all(&w->done_tail, held);
@@ -423,11 +495,21 @@ writer_start(struct writer **out, struct store *st, struct ev_loop *loop,
     const struct writer_journal *jo)
 {
 	struct writer *w = calloc(1, sizeof *w);
+	pthread_condattr_t ca;
+	struct store_txn *t;
+	struct store_info si;
 	int rc;
 
 	if (!w)
 		return -ENOMEM;
 	w->st = st;
+	w->linger_bytes = 0; /* no linger if the map size is unknown */
+	if (store_begin(st, true, &t) == 0) {
+		if (store_get_info(st, t, &si) == 0)
+			w->linger_bytes = si.map_size / LINGER_MAP_SHARE < LINGER_BYTES
+			    ? (size_t)(si.map_size / LINGER_MAP_SHARE) : LINGER_BYTES;
+		store_abort(t);
+	}
 	w->loop = loop;
 	w->queue_tail = &w->queue;
 	w->done_tail = &w->done;
@@ -435,7 +517,10 @@ writer_start(struct writer **out, struct store *st, struct ev_loop *loop,
 	if (jo && jo->journal && jo->intake)
 		w->jo = *jo;
 	pthread_mutex_init(&w->mu, NULL);
-	pthread_cond_init(&w->cv, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the linger's deadline */
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&w->jcv, NULL);
 	ev_async_init(&w->wake, wake_cb);
 	ev_async_start(loop, &w->wake);
@@ -471,8 +556,7 @@ writer_submit(struct writer *w, struct wr_op *op)
 		append_all(&w->jqueue_tail, op);
 		pthread_cond_signal(&w->jcv);
 	} else {
-		append_all(&w->queue_tail, op);
-		pthread_cond_signal(&w->cv);
+		queue_direct_locked(w, op);
 	}
 	pthread_mutex_unlock(&w->mu);
 }

@@ -23,10 +23,44 @@
 #include "ctl_common.h"
 
 /*
+ * A running daemon acknowledges a submit once its journal has it, and stores
+ * it in LMDB a little later (docs/JOURNAL.md: up to its linger, ~10 ms,
+ * plus a commit). An operator who has just been answered must find the job
+ * all the same: wait, up to CATCH_UP_MS, until the store's applied seq has
+ * reached the last frame the journal holds now.
+ */
+#define CATCH_UP_MS 3000
+
+static void
+catch_up(const struct ctl *c, struct store *st)
+{
+	uint64_t target, applied = 0, t0 = sl_wall_ms();
+
+	if (journal_probe(c->data_dir) != -EBUSY || journal_last_seq(c->data_dir, &target) != 0)
+		return; /* no journal, or one no daemon is writing */
+	for (;;) {
+		struct store_txn *t;
+		if (store_begin(st, true, &t) != 0)
+			return;
+		if (store_meta_get_u64(t, "journal_seq", &applied) != 0)
+			applied = 0;
+		store_abort(t);
+		if (applied >= target)
+			return;
+		if (sl_wall_ms() - t0 >= CATCH_UP_MS)
+			break;
+		usleep(2000);
+	}
+	ctl_err("warning: the daemon has not stored its latest submits yet (journal at %llu, "
+	    "store at %llu): the newest jobs may be missing", (unsigned long long)target,
+	    (unsigned long long)applied);
+}
+
+/*
  * Stores what the journal holds and the store lacks, as slowlaned does when
  * it starts: after a crash, acknowledged submits may be only there, and an
  * operator inspecting or backing up the store must see them. Skipped while a
- * daemon holds the journal (it stores them itself within milliseconds). A
+ * daemon holds the journal (it stores them itself: catch_up waits). A
  * read-only open is closed and the store opened for writing meanwhile
  * (LMDB forbids two opens of one store in a process); if that fails the
  * command goes on without.
@@ -44,8 +78,10 @@ recover_journal(const struct ctl *c, bool write, struct store **st)
 	 * journal unless --no-journal): nothing to do, and no need to take the
 	 * store's write lock to find that out. */
 	dir = sl_try_lock(c->data_dir, O_RDONLY | O_DIRECTORY);
-	if (dir < 0)
+	if (dir < 0) {
+		catch_up(c, *st);
 		return;
+	}
 	close(dir);
 	if (journal_probe(c->data_dir) != 0)
 		return;

@@ -50,6 +50,12 @@ int journal_open(const char *dir, uint64_t applied, journal_replay_fn cb, void *
  * changed): 0; -EBUSY (a daemon has it open); -ENOENT (no journal); or
  * -errno. The answer may be stale at once; journal_open decides. */
 int journal_probe(const char *dir);
+/* The highest seq of an intact frame in <dir>/journal (0: none), read
+ * without the lock, so while a daemon appends: a frame being written reads
+ * as torn and ends its run. For readers that must see every acknowledged
+ * submit: once the store's applied seq reaches it, they are all stored.
+ * Returns 0 or -errno. */
+int journal_last_seq(const char *dir, uint64_t *last);
 /* Writes recs[0..n) as frames with consecutive seqs in one write and syncs
  * it; *first gets the seq of recs[0]. Waits while the half it must move to
  * still holds frames not applied. Returns 0; -E2BIG if the frames cannot fit

@@ -119,6 +119,16 @@ test('one daemon per data dir; slowlanectl leaves a live journal alone, and afte
   const live = ctl(d.dataDir, ['stats', '--json']);
   assert.equal(live.status, 0, live.stderr);
   assert.doesNotMatch(live.stderr, /stored|warning/, 'with the daemon running slowlanectl leaves the journal alone');
+  // Each store sync takes 150 ms here, so acknowledged submits wait in the
+  // journal: slowlanectl waits until the daemon has stored what the journal
+  // held when it started (tools/ctl_common.c, catch_up), and sees them all.
+  assert.equal(JSON.parse(live.stdout).total, ids.length, 'stats on a live daemon counts every acknowledged submit');
+  const one = await request('POST', `${d.base}/v1/async/chat/completions`, { body: chatBody('ctl-at-once') });
+  assert.equal(one.status, 200, one.text);
+  const early = ctl(d.dataDir, ['show', '--json', one.json.id]);
+  assert.equal(early.status, 0, `show right after the answer finds the job: ${early.stderr}`);
+  assert.ok(early.stdout.includes('ctl-at-once'));
+  ids.push({ id: one.json.id, content: 'ctl-at-once' });
   ids.push(...await submitMany(d.base, 200, 'ctl2'));
   await d.kill9();
   const last = ids[ids.length - 1];
