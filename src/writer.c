@@ -73,7 +73,7 @@ struct writer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct wr_op *queue, **queue_tail; /* guarded by mu */
-	unsigned queued_direct;            /* guarded by mu: ops in queue but stored_ops */
+	unsigned queued_direct;            /* guarded by mu: queued ops other than stored_ops */
 	size_t queued_bytes;               /* guarded by mu: journal bytes in queue */
 	size_t linger_bytes;               /* the linger ends at this many */
 	struct timespec linger_until;      /* guarded by mu: CLOCK_MONOTONIC */
@@ -503,7 +503,7 @@ writer_start(struct writer **out, struct store *st, struct ev_loop *loop,
 	if (!w)
 		return -ENOMEM;
 	w->st = st;
-	w->linger_bytes = 0; /* no linger if the map size is unknown */
+	/* linger_bytes stays 0 (no linger) if the map size is unknown */
 	if (store_begin(st, true, &t) == 0) {
 		if (store_get_info(st, t, &si) == 0)
 			w->linger_bytes = si.map_size / LINGER_MAP_SHARE < LINGER_BYTES
