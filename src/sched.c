@@ -44,7 +44,7 @@
 
 #define TICK_S 1.0       /* sweep period: external changes act within 1 s */
 #define EXPIRE_CHUNK 256 /* jobs ended per expire op */
-#define PURGE_CHUNK 256  /* jobs deleted per retention op */
+#define PURGE_CHUNK 256  /* jobs deleted per retention op, at most */
 /* Claim ops in flight at once: a slot freed while one claim commits joins
  * the next commit instead of waiting for that claim to come back first. */
 #define MAX_CLAIMS 2
@@ -114,6 +114,10 @@ struct sched {
 	unsigned reserved;   /* slots promised to the claim ops in flight */
 	unsigned claiming;   /* claim ops in flight, at most MAX_CLAIMS */
 	bool expiring, purging, stopping, paused;
+	/* Jobs the next retention op deletes: PURGE_CHUNK, fewer after the
+	 * map was too full for a chunk (in LMDB a delete needs free pages,
+	 * and fewer deletes need fewer), back up after each success. */
+	size_t purge_chunk;
 	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
@@ -732,7 +736,7 @@ struct purge_op {
 	struct wr_op op;
 	struct sched *s;
 	uint64_t before_ms;
-	size_t n;
+	size_t chunk, n;
 };
 
 static int
@@ -740,7 +744,7 @@ purge_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
 
-	return queue_purge(t, p->before_ms, PURGE_CHUNK, &p->n);
+	return queue_purge(t, p->before_ms, p->chunk, &p->n);
 }
 
 static void retain(struct sched *s);
@@ -750,11 +754,16 @@ purge_done(struct wr_op *op)
 {
 	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
 	struct sched *s = p->s;
-	bool more = op->rc == 0 && p->n == PURGE_CHUNK;
+	bool more = (op->rc == 0 && p->n == p->chunk) || (op->rc == SL_EFULL && p->chunk > 1);
 
 	s->purging = false;
+	if (op->rc == SL_EFULL && p->chunk > 1)
+		s->purge_chunk = p->chunk / 4 ? p->chunk / 4 : 1; /* and again at once */
+	else if (op->rc == 0 && s->purge_chunk < PURGE_CHUNK)
+		s->purge_chunk *= 2;
 	if (op->rc)
-		log_error("sched: retention purge failed: %s", sl_strerror(op->rc));
+		log_error("sched: retention purge of up to %zu jobs failed: %s%s", p->chunk,
+		    sl_strerror(op->rc), more ? "; trying fewer" : "");
 	else if (p->n)
 		log_info("sched: retention deleted %zu ended job%s", p->n, p->n == 1 ? "" : "s");
 	s->stats.purged += p->n;
@@ -791,8 +800,10 @@ retain(struct sched *s)
 		return;
 	p->s = s;
 	p->before_ms = now - s->o.retention_ms;
+	p->chunk = s->purge_chunk;
 	p->op.apply = purge_apply;
 	p->op.done = purge_done;
+	p->op.frees = true;
 	s->purging = true;
 	writer_submit(s->wr, &p->op);
 }
@@ -852,6 +863,7 @@ sched_new(struct ev_loop *loop, struct store *st, struct writer *wr, struct back
 	s->wr = wr;
 	s->be = be;
 	s->o = *o;
+	s->purge_chunk = PURGE_CHUNK;
 	if (s->o.concurrency == 0)
 		s->o.concurrency = 1;
 	ev_timer_init(&s->tick, tick_cb, TICK_S, TICK_S);

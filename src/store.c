@@ -77,6 +77,8 @@ struct store {
 	MDB_dbi dbi[DB_COUNT];
 	char *dir;
 	_Atomic uint64_t free_pages; /* freelist size, as last measured */
+	_Atomic uint64_t free_measured_ms; /* when, sl_mono_ms() */
+	_Atomic uint64_t outcome_bytes; /* a result's size, a moving average */
 	void *map;                   /* LMDB's map of data.mdb (find_map), or NULL */
 	size_t map_len;
 };
@@ -373,53 +375,197 @@ store_close(struct store *st)
 	free(st);
 }
 
-void
-store_measure_free(struct store *st)
+/*
+ * How full the map is. The high-water mark (the pages LMDB ever used) says
+ * it while it is low; past that only the freelist tells, which is counted
+ * (store_measure_free) every second by the scheduler and, once the mark is
+ * high, after the writer's commits too, at most every FREE_MEASURE_MS: a
+ * count a second old is no use on a small map, whose commits reuse free
+ * pages without moving the mark, so 1 MiB fills in well under a second
+ * while the count still says there is room (t2400 found it: the map filled
+ * until even a one-job delete no longer fitted). RESERVE_PAGES: the room
+ * kept for results and deletes is 10 % of the map but at least this many
+ * pages (at most half the map): in LMDB every commit copies the path to
+ * each leaf it touches, in every tree, so even a delete needs tens of free
+ * pages, and on a 1 MiB map 10 % is only 25.
+ */
+#define FREE_MEASURE_MS 10
+#define RESERVE_PAGES 64
+
+struct map_use {
+	uint64_t pages, hwm, psize;
+};
+
+static int
+map_use(struct store *st, struct map_use *u)
+{
+	MDB_envinfo ei;
+	MDB_stat ms;
+
+	if (mdb_env_info(st->env, &ei) != 0 || mdb_env_stat(st->env, &ms) != 0)
+		return -1;
+	u->psize = ms.ms_psize;
+	u->pages = ei.me_mapsize / ms.ms_psize;
+	u->hwm = ei.me_last_pgno + 1;
+	return 0;
+}
+
+/*
+ * The room the outcomes of `unfinished` jobs will take once they end:
+ * OUTCOME_SHARE times the moving average of the results stored (from
+ * OUTCOME_GUESS, until this process has stored some). A map filled with
+ * jobs whose results cannot fit is stuck: none can end, so the retention
+ * has nothing to delete, and the upstream's work is thrown away each time
+ * an outcome fails to store. So new jobs are refused while the map lacks
+ * room for the results of every job not yet ended.
+ */
+#define OUTCOME_GUESS 2048
+#define OUTCOME_SHARE 2
+
+static uint64_t
+outcome_bytes(struct store *st, uint64_t unfinished)
+{
+	uint64_t avg = atomic_load(&st->outcome_bytes);
+
+	return unfinished * OUTCOME_SHARE * (avg ? avg : OUTCOME_GUESS);
+}
+
+/* True if `used` + `need` pages leave the reserve free. */
+static bool
+fits(const struct map_use *u, uint64_t used, uint64_t need)
+{
+	uint64_t reserve = u->pages / 10;
+
+	if (reserve < RESERVE_PAGES)
+		reserve = RESERVE_PAGES < u->pages / 2 ? RESERVE_PAGES : u->pages / 2;
+	return used + need + reserve <= u->pages;
+}
+
+/*
+ * Counts the freelist: `usable`, the pages the next commit may reuse, and
+ * `pending`, those the last commit freed. LMDB allows a cursor on its
+ * freelist (dbi 0) in read transactions only; each record is keyed by the
+ * txnid that freed its pages, and its value is a page list whose first
+ * word is its length. The last commit's pages are still in the snapshot
+ * before it, which LMDB keeps (its meta page is the other of the two), so
+ * they become reusable only once one more commit is made. (A reader on an
+ * older snapshot holds back more; the reserve covers that.)
+ */
+static void
+count_free(struct store *st, uint64_t *usable, uint64_t *pending)
 {
 	MDB_txn *txn;
 	MDB_cursor *cur;
 	MDB_val k, v;
-	uint64_t n = 0;
+	size_t last;
 
-	/* LMDB allows a cursor on its freelist (dbi 0) in read transactions
-	 * only; each value is a page list whose first word is its length. */
+	*usable = *pending = 0;
 	if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
 		return;
+	last = mdb_txn_id(txn);
 	if (mdb_cursor_open(txn, 0, &cur) == 0) {
 		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
-			size_t cnt;
-			if (v.mv_size < sizeof cnt)
+			size_t cnt, id;
+			if (v.mv_size < sizeof cnt || k.mv_size != sizeof id)
 				continue;
+			memcpy(&id, k.mv_data, sizeof id);
 			memcpy(&cnt, v.mv_data, sizeof cnt);
-			n += cnt;
+			*(id < last ? usable : pending) += cnt;
 		}
 		mdb_cursor_close(cur);
 	}
 	mdb_txn_abort(txn);
-	atomic_store(&st->free_pages, n);
+	atomic_store(&st->free_pages, *usable);
+	atomic_store(&st->free_measured_ms, sl_mono_ms());
+}
+
+void
+store_measure_free(struct store *st)
+{
+	uint64_t usable, pending;
+
+	count_free(st, &usable, &pending);
+}
+
+/*
+ * After a commit (no transaction open on this thread): counts the freelist
+ * again if the map is high. If the pages the commit freed are what stands
+ * between a full map and one with room (a retention purge, say), makes one
+ * more small commit (the time, in meta "freed_ms") so that they become
+ * reusable: else, with nothing else to commit, the store would stay "full"
+ * and every submit be refused though the room is there.
+ */
+static void
+measure_free_if_high(struct store *st)
+{
+	struct map_use u;
+	uint64_t usable, pending;
+	MDB_txn *txn;
+	unsigned char buf[8];
+	MDB_val k = { sizeof "freed_ms" - 1, "freed_ms" }, v = { sizeof buf, buf };
+
+	if (map_use(st, &u) != 0 || fits(&u, u.hwm, 0) ||
+	    sl_mono_ms() - atomic_load(&st->free_measured_ms) < FREE_MEASURE_MS)
+		return;
+	count_free(st, &usable, &pending);
+	if (fits(&u, u.hwm - (usable < u.hwm ? usable : u.hwm), 0) ||
+	    !fits(&u, u.hwm - (usable + pending < u.hwm ? usable + pending : u.hwm), 0))
+		return;
+	sl_put_be64(buf, sl_wall_ms());
+	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+		return;
+	if (mdb_put(txn, st->dbi[DB_META], &k, &v, 0) != 0) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	if (mdb_txn_commit(txn) != 0) /* it frees txn, even failing */
+		return;
+	fill_file(st);
+	count_free(st, &usable, &pending);
+}
+
+static uint64_t
+unfinished_of(struct store_txn *t)
+{
+	struct store_counts c;
+
+	if (store_counts_get(t, &c) != 0)
+		return 0;
+	return c.by_state[JOB_QUEUED] + c.by_state[JOB_IN_PROGRESS];
+}
+
+static bool
+has_room(struct store *st, uint64_t bytes)
+{
+	struct map_use u;
+	uint64_t free_pages, need;
+
+	if (map_use(st, &u) != 0)
+		return true;
+	need = (bytes + u.psize - 1) / u.psize;
+	if (fits(&u, u.hwm, need))
+		return true; /* the common case: the map was never this full */
+	free_pages = atomic_load(&st->free_pages);
+	return fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), need);
 }
 
 bool
 store_nearly_full(struct store_txn *t)
 {
-	return store_map_nearly_full(t->st);
+	return !has_room(t->st, outcome_bytes(t->st, unfinished_of(t) + 1));
 }
 
 bool
-store_map_nearly_full(struct store *st)
+store_map_has_room(struct store *st, uint64_t bytes, uint64_t jobs)
 {
-	MDB_envinfo ei;
-	MDB_stat ms;
-	uint64_t map_pages, hwm, free_pages;
+	struct store_txn *t = NULL;
+	uint64_t unfinished = 0;
 
-	if (mdb_env_info(st->env, &ei) != 0 || mdb_env_stat(st->env, &ms) != 0)
-		return false;
-	map_pages = ei.me_mapsize / ms.ms_psize;
-	hwm = ei.me_last_pgno + 1;
-	if (hwm * 10 < map_pages * 9)
-		return false; /* the common case: one copy of the meta page */
-	free_pages = atomic_load(&st->free_pages);
-	return (hwm - (free_pages < hwm ? free_pages : 0)) * 10 >= map_pages * 9;
+	if (store_begin(st, true, &t) == 0) {
+		unfinished = unfinished_of(t);
+		store_abort(t);
+	}
+	return has_room(st, bytes + outcome_bytes(st, unfinished + jobs));
 }
 
 bool
@@ -489,8 +635,10 @@ store_commit(struct store_txn *t)
 	int rc = mdb_txn_commit(t->txn);
 
 	free(t);
-	if (rc == 0)
+	if (rc == 0) {
 		fill_file(st);
+		measure_free_if_high(st);
+	}
 	return map_rc(rc, "commit");
 }
 
@@ -630,6 +778,10 @@ store_body_get(struct store_txn *t, const char *id, const void **data, size_t *l
 int
 store_result_put(struct store_txn *t, const char *id, const void *data, size_t len)
 {
+	uint64_t avg = atomic_load(&t->st->outcome_bytes);
+
+	/* one writer thread per process: a plain load and store will do */
+	atomic_store(&t->st->outcome_bytes, avg ? avg - avg / 16 + len / 16 : len);
 	return put_checked(t, DB_RESULTS, id, data, len);
 }
 

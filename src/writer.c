@@ -17,7 +17,10 @@
  * any other op, with the journal seq it reached, in the same transaction
  * (and, once committed, takes them out of the overlay on the writer thread);
  * a stored_op is never dropped from a batch (`must`): on a hard error the
- * batch is retried until the store takes it.
+ * other ops of the batch are refused, the retention's deletes go ahead
+ * of it, and it is retried until the store takes it (make_room). The
+ * journal takes submits only while the map has room for them stored
+ * (STORED_SHARE), so that wait stays rare.
  *
  * With a journal the writer thread may lower its own priority (jo.nice,
  * --writer-nice; 0 by default). Its commits then store submits that are
@@ -54,16 +57,23 @@
  * cancel: someone waits on those) ends the wait at once. LINGER_BYTES is a
  * quarter of a journal half, so the linger never holds back the frames the
  * journal needs applied before it can move to its other half. And it is at
- * most 1/LINGER_MAP_SHARE of the map: the journal stops taking submits at
- * 90 % full, and the 10 % left must hold every submit journaled but not yet
- * stored (stored, a frame takes up to about twice its size). Otherwise, on
- * a small map, a lingered batch could exceed the room left: the writer
- * would retry it forever, and nothing queued behind it (the retention that
- * would free the room) could run.
+ * most 1/LINGER_MAP_SHARE of the map, so that on a small map one lingered
+ * batch is never a large part of the room the journal counted on.
  */
 #define LINGER_MS 10
 #define LINGER_BYTES (JOURNAL_HALF / 4)
 #define LINGER_MAP_SHARE 40
+
+/*
+ * The journal takes a submit only while the map has room, outside the
+ * reserve kept for results and deletes (store_map_has_room), for
+ * STORED_SHARE times the frames of every submit journaled but not yet
+ * stored, this one included (stored, with its indexes and half-full pages,
+ * a frame takes up to about twice its size), and for their outcomes.
+ * Otherwise the map fills with submits already acknowledged, and they wait
+ * (make_room) until the retention or a purge frees it.
+ */
+#define STORED_SHARE 3
 
 struct writer {
 	struct store *st;
@@ -82,6 +92,7 @@ struct writer {
 	struct wr_op *failed;              /* writer thread: ops taken out */
 	atomic_uint pending;               /* submitted, done not yet run */
 	atomic_uint_fast64_t commits, ops, journaled, appends;
+	atomic_size_t unstored, unstored_n; /* journaled, not yet stored: bytes, submits */
 	/* the journal lane (jo.journal NULL: none) */
 	struct writer_journal jo;
 	pthread_t jthread;
@@ -146,6 +157,71 @@ is_soft(int rc)
 	return rc == SL_ENOTFOUND || rc == SL_ESTALE || rc == SL_EINVAL;
 }
 
+static int apply_batch(struct writer *w, struct wr_op **batchp);
+static void finish_batch(struct writer *w, struct wr_op *batch, int rc);
+
+/*
+ * Journaled submits in *batchp (`must` ops) could not be stored, with `rc`:
+ * the map or the disk is full. Nothing may be lost, and nothing may stall
+ * behind them either. So every other op of the batch is refused with rc
+ * (its owner copes with a full store: a finish parks its outcome, a submit
+ * answers 507), the queued ops that only delete (`frees`: the retention,
+ * which makes the room) are applied at once in their own commit, and the
+ * caller retries the must ops alone; after a pause if nothing was freed.
+ * `tries` counts the attempts, for the log. Returns false, giving up, if
+ * the writer is stopping: the submits stay in the journal, and the next
+ * start stores them (docs/JOURNAL.md).
+ */
+static bool
+make_room(struct writer *w, struct wr_op **batchp, int rc, unsigned tries)
+{
+	struct wr_op *frees = NULL, **ftail = &frees, **pp;
+	bool stopping;
+
+	for (pp = batchp; *pp;) {
+		struct wr_op *op = *pp;
+		if (op->must) {
+			pp = &op->next;
+			continue;
+		}
+		*pp = op->next;
+		op->rc = rc;
+		op->next = w->failed;
+		w->failed = op;
+	}
+	pthread_mutex_lock(&w->mu);
+	stopping = w->stopping;
+	for (pp = &w->queue; !stopping && *pp;) {
+		struct wr_op *op = *pp;
+		if (!op->frees) {
+			pp = &op->next;
+			continue;
+		}
+		*pp = op->next;
+		if (!*pp)
+			w->queue_tail = pp;
+		w->queued_direct--;
+		op->next = NULL;
+		*ftail = op;
+		ftail = &op->next;
+	}
+	append_all(&w->done_tail, w->failed);
+	w->failed = NULL;
+	pthread_mutex_unlock(&w->mu);
+	if (tries == 1 || tries % 100 == 0 || stopping)
+		log_error("writer: journaled submits could not be stored (%s); %s (attempt %u)",
+		    sl_strerror(rc), stopping ? "they stay in the journal for the next start" :
+		    "retrying", tries);
+	if (frees)
+		finish_batch(w, frees, apply_batch(w, &frees));
+	ev_async_send(w->loop, &w->wake);
+	if (stopping)
+		return false;
+	if (!frees)
+		usleep(100 * 1000);
+	return true;
+}
+
 /*
  * Applies one batch in one transaction and returns the commit's result.
  *
@@ -160,7 +236,7 @@ apply_batch(struct writer *w, struct wr_op **batchp)
 {
 	struct store_txn *t = NULL;
 	struct wr_op **pp;
-	unsigned n;
+	unsigned n, tries = 0;
 	int rc;
 
 again:
@@ -173,14 +249,13 @@ again:
 		op->rc = op->apply(t, op);
 		n++;
 		if (op->rc && !is_soft(op->rc) && op->must) {
-			/* Acknowledged work: nothing may pass it. Wait for the
-			 * store to take it (a full disk frees up, say). */
-			log_error("writer: journaled submits could not be stored (%s); retrying",
-			    sl_strerror(op->rc));
+			/* Acknowledged work: wait for the store to take it. */
 			store_abort(t);
 			t = NULL;
-			usleep(100 * 1000);
-			goto again;
+			rc = op->rc;
+			if (make_room(w, batchp, rc, ++tries))
+				goto again;
+			goto out;
 		}
 		if (op->rc && !is_soft(op->rc)) {
 			/* Unlink the op; it is reported separately. */
@@ -208,13 +283,14 @@ again:
 	}
 	for (struct wr_op *op = *batchp; rc && op; op = op->next)
 		if (op->must) {
-			log_error("writer: a commit holding journaled submits failed (%s); retrying",
-			    sl_strerror(rc));
-			usleep(100 * 1000);
-			goto again;
+			if (make_room(w, batchp, rc, ++tries))
+				goto again;
+			goto out;
 		}
-	atomic_fetch_add(&w->commits, 1);
-	atomic_fetch_add(&w->ops, n);
+	if (n) { /* a batch whose every op was refused wrote nothing */
+		atomic_fetch_add(&w->commits, 1);
+		atomic_fetch_add(&w->ops, n);
+	}
 	for (struct wr_op *op = *batchp; rc == 0 && op; op = op->next)
 		if (op->committed && op->rc == 0)
 			op->committed(op);
@@ -320,6 +396,8 @@ stored_committed(struct wr_op *op)
 
 	for (size_t i = 0; i < so->n; i++)
 		intake_forget(w->jo.intake, so->held[i]);
+	atomic_fetch_sub(&w->unstored, so->bytes);
+	atomic_fetch_sub(&w->unstored_n, so->n);
 	journal_applied(w->jo.journal, so->last_seq);
 }
 
@@ -382,11 +460,15 @@ journal_batch(struct writer *w, struct wr_op *batch)
 	uint64_t first;
 	int rc;
 
-	for (struct wr_op *op = batch; op; op = op->next)
+	for (struct wr_op *op = batch; op; op = op->next) {
+		struct iovec v = { (void *)op->rec, op->rec_len };
+		size += journal_frames_size(&v, 1);
 		n++;
+	}
 	so = malloc(sizeof *so + n * sizeof so->held[0]);
 	iov = malloc(n * sizeof *iov);
-	if (!so || !iov || store_map_nearly_full(w->st) || store_disk_full(w->st)) {
+	if (!so || !iov || store_disk_full(w->st) || !store_map_has_room(w->st,
+	    STORED_SHARE * (atomic_load(&w->unstored) + size), atomic_load(&w->unstored_n) + n)) {
 		/* Refusals stay synchronous: the direct path answers 507. */
 		free(so);
 		free(iov);
@@ -396,6 +478,7 @@ journal_batch(struct writer *w, struct wr_op *batch)
 		return;
 	}
 	so->n = 0;
+	size = 0;
 	for (struct wr_op *op = batch, *next; op; op = next) {
 		struct iovec v = { (void *)op->rec, op->rec_len };
 		next = op->next;
@@ -420,6 +503,8 @@ journal_batch(struct writer *w, struct wr_op *batch)
 		}
 		so->last_seq = first + so->n - 1;
 		so->bytes = size;
+		atomic_fetch_add(&w->unstored, size);
+		atomic_fetch_add(&w->unstored_n, so->n);
 		so->w = w;
 		so->op = (struct wr_op){ .apply = stored_apply, .done = stored_done,
 			.committed = stored_committed, .must = true };

@@ -117,12 +117,16 @@ int store_counts_get(struct store_txn *t, struct store_counts *out);
 /* Counts the free pages inside the map (a read transaction; O(freelist)).
  * The scheduler calls it every second; store_nearly_full uses the count. */
 void store_measure_free(struct store *st);
-/* True if more than 90% of the map is in use. New jobs are refused then
- * (507), so that the jobs already in flight can still store their results
- * and retention can still delete: in LMDB even a delete needs free pages. */
+/* True if a new job should be refused (507): if, with room for the
+ * outcomes of every job not yet ended and of this one (twice the average
+ * result stored so far), the map's reserve would be in use. The reserve is
+ * 10% of the map, and at least 64 pages (at most half the map), so that
+ * the jobs in flight can still store their results and retention can still
+ * delete: in LMDB even a delete needs free pages. */
 bool store_nearly_full(struct store_txn *t);
-/* The same without a transaction (the writer's journal thread). */
-bool store_map_nearly_full(struct store *st);
+/* The same without a transaction (the writer's journal thread), for `jobs`
+ * new jobs taking `bytes` more. */
+bool store_map_has_room(struct store *st, uint64_t bytes, uint64_t jobs);
 
 /* True if the filesystem holding the store has (almost) no space left:
  * tells a full disk (recoverable: refuse work) from an I/O error (fatal). */

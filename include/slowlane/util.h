@@ -18,6 +18,8 @@
 uint64_t sl_wall_ms(void);
 /* Replaced by tests to simulate the passage of time; NULL = real clock. */
 extern uint64_t (*sl_clock_hook)(void);
+/* Milliseconds of CLOCK_MONOTONIC: for intervals; never moved by tests. */
+uint64_t sl_mono_ms(void);
 
 /* ---- ids ---- */
 

@@ -45,6 +45,11 @@ struct wr_op {
 	/* Optional: runs on the writer thread as soon as the commit that
 	 * applied the op has returned 0, before `done`. Must be quick. */
 	void (*committed)(struct wr_op *op);
+	/* Set by an owner whose op only deletes what is in the store already
+	 * (the retention): while journaled submits wait for room in a full
+	 * map, such an op may go ahead of them, since it cannot depend on
+	 * them and it is what makes the room. */
+	bool frees;
 	struct wr_op *next; /* writer's own link */
 	bool must;          /* writer's own: never dropped from a batch */
 };
