@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
-#include <zlib.h>
 
 #include "slowlane/common.h"
 #include "slowlane/util.h"
@@ -203,22 +202,6 @@ sl_fmt_iso8601(uint64_t ms, char *out, size_t cap)
 	    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 	    (unsigned)(ms % 1000));
 	return out;
-}
-
-uint32_t
-sl_crc32(uint32_t crc, const void *data, size_t len)
-{
-	/* zlib's crc32 (folded, several bytes per step) is many times faster
-	 * than a byte table, and the same function. It takes uInt lengths. */
-	const unsigned char *p = data;
-
-	while (len > 0) {
-		uInt n = len > 0x40000000u ? 0x40000000u : (uInt)len;
-		crc = (uint32_t)crc32(crc, p, n);
-		p += n;
-		len -= n;
-	}
-	return crc;
 }
 
 size_t

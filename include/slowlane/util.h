@@ -59,7 +59,8 @@ char *sl_fmt_iso8601(uint64_t ms, char *out, size_t cap);
 /* ---- checksums and hashes ---- */
 
 /* CRC-32 (IEEE, as zlib's crc32) of `len` bytes, continuing from `crc`
- * (start with 0). */
+ * (start with 0). In crc32.c: carry-less multiplies where the CPU has
+ * them, zlib otherwise; the same value either way. */
 uint32_t sl_crc32(uint32_t crc, const void *data, size_t len);
 /* Writes `s` (a NUL-terminated UTF-8 string) JSON-escaped, without the
  * quotes, into out[cap] (always terminated; truncated if too long, never

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "../tap.h"
 #include "slowlane/common.h"
@@ -100,6 +101,28 @@ main(void)
 
 	is_int(sl_crc32(0, "123456789", 9), 0xCBF43926u, "CRC-32 check value");
 	is_int(sl_crc32(sl_crc32(0, "1234", 4), "56789", 5), 0xCBF43926u, "CRC-32 continues");
+	{
+		/* The folded CRC (crc32.c) against zlib's: every length to 2 KiB at
+		 * every alignment, continuing from a seed, and split anywhere. */
+		static unsigned char buf[2048 + 16];
+		unsigned long mism = 0, split_mism = 0;
+		uint32_t x = 2463534242u;
+		for (size_t i = 0; i < sizeof buf; i++) {
+			x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+			buf[i] = (unsigned char)x;
+		}
+		for (size_t len = 0; len <= 2048; len++)
+			for (size_t off = 0; off < 16; off++) {
+				uint32_t seed = (uint32_t)(len * 2654435761u + off);
+				if (sl_crc32(seed, buf + off, len) != (uint32_t)crc32(seed, buf + off, (uInt)len))
+					mism++;
+			}
+		for (size_t cut = 0; cut <= 1100; cut += 7)
+			if (sl_crc32(sl_crc32(0, buf, cut), buf + cut, 1100 - cut) != (uint32_t)crc32(0, buf, 1100))
+				split_mism++;
+		is_int(mism, 0, "CRC-32 equals zlib's for every length to 2 KiB at every alignment");
+		is_int(split_mism, 0, "CRC-32 split anywhere equals zlib's of the whole");
+	}
 
 	sl_buf_init(&b, 10);
 	ok(sl_buf_append(&b, "hello", 5) == 0, "append within limit");
