@@ -8,6 +8,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "slowlane/jscan.h"
 
@@ -117,6 +120,22 @@ string(struct scan *s, const char *p)
 	p++; /* opening quote */
 	while (p < s->end) {
 		unsigned char c;
+#ifdef __SSE2__
+		/* Plain ASCII sixteen bytes at a time (most of a prompt), then
+		 * straight to the first byte that is not: as special8, with a
+		 * signed compare catching both < 0x20 and >= 0x80. */
+		while (s->end - p >= 16) {
+			const __m128i v = _mm_loadu_si128((const void *)p);
+			int m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(
+			    _mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+			    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+			if (m) {
+				p += __builtin_ctz((unsigned)m);
+				break;
+			}
+			p += 16;
+		}
+#endif
 		/* Plain ASCII eight bytes at a time: most of a prompt. */
 		while (s->end - p >= 8) {
 			uint64_t w;

@@ -28,6 +28,41 @@ elem_cb(void *arg, size_t i, const struct jscan_value *v)
 	return 0;
 }
 
+/* A string of `pad` x's, then `tail`, then the closing quote: the special
+ * byte lands at every offset of the scanner's 16- and 8-byte strides. */
+static int
+valid_at(size_t pad, const char *tail)
+{
+	char buf[128];
+
+	if (pad + strlen(tail) + 3 > sizeof buf)
+		return -1;
+	buf[0] = '"';
+	memset(buf + 1, 'x', pad);
+	snprintf(buf + 1 + pad, sizeof buf - 1 - pad, "%s\"", tail);
+	return valid(buf);
+}
+
+static void
+test_strides(void)
+{
+	const char *good[] = { "\\n", "\\\"", "\xc3\xa9", "\xf0\x9f\x98\x80", "\\u00e9", "" };
+	const char *bad[] = { "\x01", "\x1f", "\xc3", "\xff", "\\x", "\"\"" };
+	int good_ok = 0, bad_ok = 0, n = 0;
+
+	for (size_t pad = 0; pad < 48; pad++) {
+		for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+			good_ok += valid_at(pad, good[i]) == 1;
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+			bad_ok += valid_at(pad, bad[i]) == 0;
+		n++;
+	}
+	is_int(good_ok, n * (int)(sizeof good / sizeof good[0]),
+	    "escapes and UTF-8 after 0-47 plain bytes are accepted");
+	is_int(bad_ok, n * (int)(sizeof bad / sizeof bad[0]),
+	    "control bytes, bad UTF-8 and bad escapes after 0-47 plain bytes are refused");
+}
+
 int
 main(void)
 {
@@ -81,5 +116,6 @@ main(void)
 		struct jscan_value l = { JS_STRING, "\"abcdef\"", 8 };
 		ok(jscan_string(&l, buf, 4) < 0, "reports a string too long for the buffer");
 	}
+	test_strides();
 	return tap_done();
 }
