@@ -83,12 +83,19 @@ top_member(void *arg, const char *key, const struct jscan_value *v, const char *
 	return 0;
 }
 
+struct msgs_ctx {
+	struct sl_error *err;
+	size_t n; /* elements seen */
+};
+
 static int
 check_message(void *arg, size_t i, const struct jscan_value *m)
 {
-	struct sl_error *err = arg;
+	struct msgs_ctx *c = arg;
+	struct sl_error *err = c->err;
 	struct jscan_value role;
 
+	c->n++;
 	if (m->type != JS_OBJECT)
 		return BAD("messages", "invalid_type",
 		    "Invalid type for 'messages[%zu]': expected an object.", i);
@@ -101,27 +108,20 @@ check_message(void *arg, size_t i, const struct jscan_value *m)
 static int
 check_messages(const struct top *t, struct sl_error *err)
 {
+	struct msgs_ctx c = { err, 0 };
+
 	if (!t->has_messages)
 		return BAD("messages", "missing_required_parameter",
 		    "Missing required parameter: 'messages'.");
 	if (t->messages.type != JS_ARRAY)
 		return BAD("messages", "invalid_type",
 		    "Invalid type for 'messages': expected an array of message objects.");
-	if (t->messages.len <= 2 || jscan_elements(&t->messages, check_message, err) == 0) {
-		/* "[]" or with only whitespace inside: no element was seen. */
-		struct jscan_value first;
-		bool any = false;
-		(void)first;
-		for (size_t i = 1; i + 1 < t->messages.len; i++)
-			if (t->messages.p[i] != ' ' && t->messages.p[i] != '\n' &&
-			    t->messages.p[i] != '\t' && t->messages.p[i] != '\r')
-				any = true;
-		if (!any)
-			return BAD("messages", "empty_array",
-			    "Invalid 'messages': empty array. Expected at least one message.");
-		return 0;
-	}
-	return -1;
+	if (jscan_elements(&t->messages, check_message, &c))
+		return -1;
+	if (c.n == 0)
+		return BAD("messages", "empty_array",
+		    "Invalid 'messages': empty array. Expected at least one message.");
+	return 0;
 }
 
 struct md_ctx {

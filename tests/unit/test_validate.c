@@ -51,6 +51,8 @@ main(void)
 	    "missing messages");
 	ok(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[]}", "messages", "empty_array"),
 	    "empty messages");
+	ok(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[ \n\t ]}", "messages", "empty_array"),
+	    "messages with only whitespace inside");
 	ok(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":\"hi\"}", "messages", "invalid_type"),
 	    "messages not an array");
 	ok(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}", "messages",
