@@ -53,8 +53,9 @@
  * copied and written, two syncs. So while the queue holds nothing but
  * journaled submits, the writer lets them gather for up to LINGER_MS after
  * the first of them arrived, or until LINGER_BYTES of them are queued,
- * before it begins a transaction. Any other op (a claim, a finish, a
- * cancel: someone waits on those) ends the wait at once. LINGER_BYTES is a
+ * before it begins a transaction. Ops marked lazy (a call's outcome: the
+ * scheduler has moved on already) linger the same way. Any other op (a
+ * claim, a cancel: someone waits on those) ends the wait at once. LINGER_BYTES is a
  * quarter of a journal half, so the linger never holds back the frames the
  * journal needs applied before it can move to its other half. And it is at
  * most 1/LINGER_MAP_SHARE of the map, so that on a small map one lingered
@@ -83,7 +84,7 @@ struct writer {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct wr_op *queue, **queue_tail; /* guarded by mu */
-	unsigned queued_direct;            /* guarded by mu: queued ops other than stored_ops */
+	unsigned queued_direct;            /* guarded by mu: queued ops that end a linger */
 	size_t queued_bytes;               /* guarded by mu: journal bytes in queue */
 	size_t linger_bytes;               /* the linger ends at this many */
 	struct timespec linger_until;      /* guarded by mu: CLOCK_MONOTONIC */
@@ -421,11 +422,10 @@ queue_direct_locked(struct writer *w, struct wr_op *list)
 	pthread_cond_signal(&w->cv);
 }
 
-/* Queues a stored_op (mu held). The first one into an empty queue starts
- * the linger; the writer is woken only then, or once enough have gathered:
- * a lingering writer wakes at its deadline by itself. */
-static void
-queue_stored_locked(struct writer *w, struct stored_op *so)
+/* Appends `op`, which may linger, to the queue (mu held). Into an empty
+ * queue it starts the linger and returns true. */
+static bool
+queue_lingering_locked(struct writer *w, struct wr_op *op)
 {
 	bool first = w->queue == NULL;
 
@@ -437,8 +437,19 @@ queue_stored_locked(struct writer *w, struct stored_op *so)
 			w->linger_until.tv_nsec -= 1000000000L;
 		}
 	}
-	so->op.next = NULL;
-	append_all(&w->queue_tail, &so->op);
+	op->next = NULL;
+	append_all(&w->queue_tail, op);
+	return first;
+}
+
+/* Queues a stored_op (mu held). The first one into an empty queue starts
+ * the linger; the writer is woken only then, or once enough have gathered:
+ * a lingering writer wakes at its deadline by itself. */
+static void
+queue_stored_locked(struct writer *w, struct stored_op *so)
+{
+	bool first = queue_lingering_locked(w, &so->op);
+
 	w->queued_bytes += so->bytes;
 	if (first || w->queued_bytes >= w->linger_bytes)
 		pthread_cond_signal(&w->cv);
@@ -640,6 +651,9 @@ writer_submit(struct writer *w, struct wr_op *op)
 	if (w->jo.journal && op->rec && op->rec_len <= JOURNAL_RECORD_MAX && !w->jstopping) {
 		append_all(&w->jqueue_tail, op);
 		pthread_cond_signal(&w->jcv);
+	} else if (op->lazy && w->linger_bytes) {
+		if (queue_lingering_locked(w, op))
+			pthread_cond_signal(&w->cv);
 	} else {
 		queue_direct_locked(w, op);
 	}

@@ -50,6 +50,11 @@ struct wr_op {
 	 * map, such an op may go ahead of them, since it cannot depend on
 	 * them and it is what makes the room. */
 	bool frees;
+	/* Set by an owner that waits for nothing from this op's commit (a
+	 * call's outcome: its slot is free already): the writer may hold it
+	 * back for a few milliseconds, so that more ops share its commit,
+	 * as it does journaled submits (the linger, writer.c). */
+	bool lazy;
 	struct wr_op *next; /* writer's own link */
 	bool must;          /* writer's own: never dropped from a batch */
 };
