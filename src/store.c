@@ -489,14 +489,14 @@ store_measure_free(struct store *st)
 
 /*
  * After a commit (no transaction open on this thread): counts the freelist
- * again if the map is high. If the pages the commit freed are what stands
+ * again if the map is high (at most every FREE_MEASURE_MS, unless `now`). If the pages the commit freed are what stands
  * between a full map and one with room (a retention purge, say), makes one
  * more small commit (the time, in meta "freed_ms") so that they become
  * reusable: else, with nothing else to commit, the store would stay "full"
  * and every submit be refused though the room is there.
  */
 static void
-measure_free_if_high(struct store *st)
+measure_free_if_high(struct store *st, bool now)
 {
 	struct map_use u;
 	uint64_t usable, pending;
@@ -505,7 +505,7 @@ measure_free_if_high(struct store *st)
 	MDB_val k = { sizeof "freed_ms" - 1, "freed_ms" }, v = { sizeof buf, buf };
 
 	if (map_use(st, &u) != 0 || fits(&u, u.hwm, 0) ||
-	    sl_mono_ms() - atomic_load(&st->free_measured_ms) < FREE_MEASURE_MS)
+	    (!now && sl_mono_ms() - atomic_load(&st->free_measured_ms) < FREE_MEASURE_MS))
 		return;
 	count_free(st, &usable, &pending);
 	if (fits(&u, u.hwm - (usable < u.hwm ? usable : u.hwm), 0) ||
@@ -637,9 +637,15 @@ store_commit(struct store_txn *t)
 	free(t);
 	if (rc == 0) {
 		fill_file(st);
-		measure_free_if_high(st);
+		measure_free_if_high(st, false);
 	}
 	return map_rc(rc, "commit");
+}
+
+void
+store_settle(struct store *st)
+{
+	measure_free_if_high(st, true);
 }
 
 void

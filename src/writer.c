@@ -343,6 +343,7 @@ writer_main(void *arg)
 		lower_priority(w->jo.nice);
 	for (;;) {
 		struct wr_op *batch;
+		bool idle;
 		int rc;
 
 		pthread_mutex_lock(&w->mu);
@@ -362,6 +363,11 @@ writer_main(void *arg)
 		rc = apply_batch(w, &batch);
 		finish_batch(w, batch, rc);
 		ev_async_send(w->loop, &w->wake);
+		pthread_mutex_lock(&w->mu);
+		idle = !w->queue;
+		pthread_mutex_unlock(&w->mu);
+		if (idle)
+			store_settle(w->st);
 	}
 	return NULL;
 }

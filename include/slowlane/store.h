@@ -117,6 +117,14 @@ int store_counts_get(struct store_txn *t, struct store_counts *out);
 /* Counts the free pages inside the map (a read transaction; O(freelist)).
  * The scheduler calls it every second; store_nearly_full uses the count. */
 void store_measure_free(struct store *st);
+/* The writer has nothing more to commit (no transaction open on this
+ * thread): if the map is high, counts the freelist now rather than at the
+ * next commit or tick (after a commit the count is refreshed at most every
+ * 10 ms, so the last commit before an idle spell, say a retention delete,
+ * could leave it stale and new jobs refused), and makes the pages the last
+ * commit freed reusable with one small commit if they are what makes
+ * the room. Cheap while the map is low. */
+void store_settle(struct store *st);
 /* True if a new job should be refused (507): if, with room for the
  * outcomes of every job not yet ended and of this one (twice the average
  * result stored so far), the map's reserve would be in use. The reserve is
