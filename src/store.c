@@ -489,11 +489,12 @@ store_measure_free(struct store *st)
 
 /*
  * After a commit (no transaction open on this thread): counts the freelist
- * again if the map is high (at most every FREE_MEASURE_MS, unless `now`). If the pages the commit freed are what stands
- * between a full map and one with room (a retention purge, say), makes one
- * more small commit (the time, in meta "freed_ms") so that they become
- * reusable: else, with nothing else to commit, the store would stay "full"
- * and every submit be refused though the room is there.
+ * again if the map is high, at most every FREE_MEASURE_MS unless `now`. If
+ * the pages the commit freed are what stands between a full map and one
+ * with room (a retention purge, say), makes one more small commit (the
+ * time, in meta "freed_ms") so that they become reusable: else, with
+ * nothing else to commit, the store would stay "full" and every submit be
+ * refused though the room is there.
  */
 static void
 measure_free_if_high(struct store *st, bool now)

@@ -55,9 +55,10 @@
  * the first of them arrived, or until LINGER_BYTES of them are queued,
  * before it begins a transaction. Ops marked lazy (a call's outcome: the
  * scheduler has moved on already) linger the same way. Any other op (a
- * claim, a cancel: someone waits on those) ends the wait at once. LINGER_BYTES is a
- * quarter of a journal half, so the linger never holds back the frames the
- * journal needs applied before it can move to its other half. And it is at
+ * claim, a cancel: someone waits on those) ends the wait at once.
+ * LINGER_BYTES is a quarter of a journal half, so the linger never holds
+ * back the frames the journal needs applied before it can move to its
+ * other half. And it is at
  * most 1/LINGER_MAP_SHARE of the map, so that on a small map one lingered
  * batch is never a large part of the room the journal counted on.
  */
