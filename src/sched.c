@@ -425,6 +425,7 @@ call_done(struct be_call *c, const struct be_result *r)
 	a->op.apply = finish_apply;
 	a->op.done = finish_done;
 	a->op.lazy = true;
+	a->op.order = a->id;
 	ev_timer_init(&a->again, again_cb, 1.0, 0.);
 	writer_submit(s->wr, &a->op);
 	/* Free slot: start a job claimed ahead, or claim more, now rather than

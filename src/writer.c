@@ -303,6 +303,57 @@ out:
 	return rc;
 }
 
+/* Merge sort of a list of ops by `order`, stable. */
+static struct wr_op *
+sort_by_order(struct wr_op *list, size_t n)
+{
+	struct wr_op *a = list, *b, *out = NULL, **tail = &out;
+	size_t half = n / 2;
+
+	if (n < 2)
+		return list;
+	for (size_t i = 1; i < half; i++)
+		list = list->next;
+	b = list->next;
+	list->next = NULL;
+	a = sort_by_order(a, half);
+	b = sort_by_order(b, n - half);
+	while (a && b) {
+		struct wr_op **from = strcmp(b->order, a->order) < 0 ? &b : &a;
+		*tail = *from;
+		tail = &(*from)->next;
+		*from = (*from)->next;
+	}
+	*tail = a ? a : b;
+	return out;
+}
+
+/* Puts each run of consecutive lazy ops with an `order` key in key order
+ * (writer.h). */
+static void
+order_lazy_runs(struct wr_op **pp)
+{
+	while (*pp) {
+		struct wr_op **end = pp, *rest;
+		size_t n = 0;
+
+		while (*end && (*end)->lazy && (*end)->order) {
+			end = &(*end)->next;
+			n++;
+		}
+		if (n < 2) {
+			pp = n ? end : &(*pp)->next;
+			continue;
+		}
+		rest = *end;
+		*end = NULL;
+		*pp = sort_by_order(*pp, n);
+		while (*pp)
+			pp = &(*pp)->next;
+		*pp = rest;
+	}
+}
+
 /* Appends the applied batch and the ops taken out of it to the done list. */
 static void
 finish_batch(struct writer *w, struct wr_op *batch, int rc)
@@ -361,6 +412,7 @@ writer_main(void *arg)
 		w->queued_bytes = 0;
 		pthread_mutex_unlock(&w->mu);
 
+		order_lazy_runs(&batch);
 		rc = apply_batch(w, &batch);
 		finish_batch(w, batch, rc);
 		ev_async_send(w->loop, &w->wake);

@@ -55,6 +55,13 @@ struct wr_op {
 	 * back for a few milliseconds, so that more ops share its commit,
 	 * as it does journaled submits (the linger, writer.c). */
 	bool lazy;
+	/* Optional, with `lazy`: a key the op's writes sort by (a job id).
+	 * The writer applies a run of consecutive lazy ops with keys in key
+	 * order (their owners wait for none of them, so their order is free),
+	 * so that ascending keys are appended to the trees' right edges, and
+	 * pages are left full, instead of split in half by out-of-order
+	 * inserts. Ops with equal keys keep their order. */
+	const char *order;
 	struct wr_op *next; /* writer's own link */
 	bool must;          /* writer's own: never dropped from a batch */
 };

@@ -23,10 +23,12 @@ struct test_op {
 	const char *key;
 	uint64_t val;
 	int applied, done;
+	int applied_at; /* place in the apply order (apply_seq) */
 	uint64_t done_ms; /* sl_mono_ms() when done ran */
 };
 
 static int outstanding;
+static int apply_seq;
 
 static int
 test_apply(struct store_txn *t, struct wr_op *op)
@@ -34,6 +36,7 @@ test_apply(struct store_txn *t, struct wr_op *op)
 	struct test_op *o = SL_CONTAINER_OF(op, struct test_op, op);
 
 	o->applied++;
+	o->applied_at = ++apply_seq;
 	return store_meta_put_u64(t, o->key, o->val);
 }
 
@@ -97,7 +100,7 @@ main(void)
 	struct store *st;
 	struct store_txn *t;
 	struct writer *w;
-	struct test_op a, b, c, d;
+	struct test_op a, b, c, d, r[7];
 	uint64_t t0, c0, v = 0;
 
 	snprintf(dir, sizeof dir, "%s/slowlane-test-writer-XXXXXX",
@@ -146,6 +149,33 @@ main(void)
 	store_begin(st, true, &t);
 	ok(store_meta_get_u64(t, "t_c", &v) == 0 && v == 10, "the lazy op's write is stored");
 	store_abort(t);
+
+	/* Lazy ops with order keys are applied in key order within their run,
+	 * equal keys in the order submitted; an op without a key ends the
+	 * run and keeps its place. */
+	{
+		static const char *keys[] = { "k3", "k1", "k2", "k2", NULL, "k0", NULL };
+		static const int want[] = { 4, 1, 2, 3, 5, 6, 7 };
+		int good = 0;
+
+		c0 = commits(w);
+		for (int i = 0; i < 7; i++) {
+			init_op(&r[i], "t_r", (uint64_t)i, i < 6);
+			r[i].op.order = keys[i];
+		}
+		outstanding = 7;
+		apply_seq = 0;
+		for (int i = 0; i < 7; i++)
+			writer_submit(w, &r[i].op);
+		run_until_done();
+		is_int(commits(w) - c0, 1, "seven ops in one commit");
+		for (int i = 0; i < 7; i++)
+			good += r[i].applied_at == want[i];
+		is_int(good, 7, "keyed lazy ops applied in key order, stable, around the unkeyed");
+		store_begin(st, true, &t);
+		ok(store_meta_get_u64(t, "t_r", &v) == 0 && v == 6, "the last applied write wins");
+		store_abort(t);
+	}
 
 	/* Stopping does not wait out a linger, and loses nothing queued. */
 	init_op(&a, "t_stop", 12, true);
