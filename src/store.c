@@ -152,6 +152,16 @@ open_dbs(struct store *st, bool read_only)
 			rc = SL_EVERSION;
 		} else if (have == 0) {
 			rc = SL_ECORRUPT;
+		} else if (have < STORE_FORMAT && !read_only) {
+			/* Format 2 only adds a record encoding (job.c's stock
+			 * messages) that format 1 programs cannot read: say so
+			 * before writing one, so they refuse the store cleanly. */
+			sl_put_be32(fmt, STORE_FORMAT);
+			v.mv_size = sizeof fmt;
+			v.mv_data = fmt;
+			rc = map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
+			if (rc == 0)
+				log_info("store: format %u upgraded to %u", have, STORE_FORMAT);
 		}
 	} else {
 		rc = map_rc(rc, "get format");

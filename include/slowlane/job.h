@@ -106,7 +106,7 @@ int job_end(struct job *j, uint64_t now_ms);
 
 /* ---- encoding ---- */
 
-#define JOB_FORMAT 1 /* first byte of every encoded record */
+#define JOB_FORMAT 2 /* first byte of every encoded record (1 is still read) */
 #define JOB_ENCODED_MAX 1024
 
 /* Encodes into out[JOB_ENCODED_MAX] with a trailing CRC-32; returns the

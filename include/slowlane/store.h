@@ -35,7 +35,9 @@
 
 #include "slowlane/job.h"
 
-#define STORE_FORMAT 1 /* bumped on incompatible schema changes */
+/* Bumped on incompatible schema changes. A writable open upgrades an older
+ * store in place (2: job records may carry stock-message codes, job.c). */
+#define STORE_FORMAT 2
 
 struct store;
 struct store_txn;

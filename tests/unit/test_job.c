@@ -86,5 +86,34 @@ main(void)
 	ok(n <= JOB_ENCODED_MAX && job_decode(j.id, buf, n, &d) == 0 &&
 	    strlen(d.model) == JOB_MODEL_MAX && strlen(d.message) == JOB_MESSAGE_MAX,
 	    "longest fields fit the record");
+
+	/* Stock messages: a finish leaves the record as long as it was. */
+	{
+		size_t nq, ns;
+
+		j = queued();
+		job_set_message(&j, "Queued");
+		nq = job_encode(&j, buf);
+		ok(job_decode(j.id, buf, nq, &d) == 0 && strcmp(d.message, "Queued") == 0,
+		    "a stock message round-trips");
+		job_claim(&j, 2000, 70, 5000);
+		job_finish(&j, 70, true, 2600);
+		job_set_message(&j, "Generation successful");
+		ns = job_encode(&j, buf);
+		is_int(ns, nq, "Queued and finished records are the same length");
+		ok(job_decode(j.id, buf, ns, &d) == 0 &&
+		    strcmp(d.message, "Generation successful") == 0, "and say what they said");
+		/* The same code in a format 1 record is corrupt. */
+		buf[0] = 1;
+		sl_put_be32(buf + ns - 4, sl_crc32(0, buf, ns - 4));
+		ok(job_decode(j.id, buf, ns, &d) == SL_ECORRUPT, "format 1 has no stock codes");
+		/* A format 1 record (text message) still reads. */
+		job_set_message(&j, "Queued for retry 2");
+		n = job_encode(&j, buf);
+		buf[0] = 1;
+		sl_put_be32(buf + n - 4, sl_crc32(0, buf, n - 4));
+		ok(job_decode(j.id, buf, n, &d) == 0 && strcmp(d.message, "Queued for retry 2") == 0,
+		    "a format 1 record decodes");
+	}
 	return tap_done();
 }
