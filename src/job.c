@@ -210,8 +210,11 @@ get_message(const unsigned char *p, const unsigned char *end, int format, char *
 	if (end - p < 2)
 		return NULL;
 	code = (unsigned)p[0] << 8 | p[1];
-	if (!(code & STOCK_CODE))
-		return get_str(p, end, dst, JOB_MESSAGE_MAX, 2);
+	if (!(code & STOCK_CODE)) {
+		p = get_str(p, end, dst, JOB_MESSAGE_MAX, 2);
+		/* Format 2 writes stock messages as codes only: one form each. */
+		return p && format >= 2 && stock_index(dst) ? NULL : p;
+	}
 	code &= ~STOCK_CODE;
 	if (format < 2 || code == 0 || code >= SL_ARRAY_LEN(stock_messages))
 		return NULL;
