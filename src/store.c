@@ -78,6 +78,7 @@ struct store {
 	char *dir;
 	_Atomic uint64_t free_pages; /* freelist size, as last measured */
 	_Atomic uint64_t free_measured_ms; /* when, sl_mono_ms() */
+	_Atomic uint64_t free_measured_txn; /* the last commit it saw */
 	_Atomic uint64_t outcome_bytes; /* a result's size, a moving average */
 	void *map;                   /* LMDB's map of data.mdb (find_map), or NULL */
 	size_t map_len;
@@ -487,6 +488,17 @@ count_free(struct store *st, uint64_t *usable, uint64_t *pending)
 	mdb_txn_abort(txn);
 	atomic_store(&st->free_pages, *usable);
 	atomic_store(&st->free_measured_ms, sl_mono_ms());
+	atomic_store(&st->free_measured_txn, (uint64_t)last);
+}
+
+/* True if a commit was made after the freelist was last counted. */
+static bool
+count_is_stale(struct store *st)
+{
+	MDB_envinfo ei;
+
+	return mdb_env_info(st->env, &ei) != 0 ||
+	    (uint64_t)ei.me_last_txnid != atomic_load(&st->free_measured_txn);
 }
 
 void
@@ -549,7 +561,7 @@ static bool
 has_room(struct store *st, uint64_t bytes)
 {
 	struct map_use u;
-	uint64_t free_pages, need;
+	uint64_t free_pages, need, usable, pending;
 
 	if (map_use(st, &u) != 0)
 		return true;
@@ -557,7 +569,15 @@ has_room(struct store *st, uint64_t bytes)
 	if (fits(&u, u.hwm, need))
 		return true; /* the common case: the map was never this full */
 	free_pages = atomic_load(&st->free_pages);
-	return fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), need);
+	if (fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), need))
+		return true;
+	/* Before refusing, count again if a commit came after the count: it
+	 * may have freed the room (a retention purge). Once the count is
+	 * current, refusals cost nothing more until the next commit. */
+	if (!count_is_stale(st))
+		return false;
+	count_free(st, &usable, &pending);
+	return fits(&u, u.hwm - (usable < u.hwm ? usable : u.hwm), need);
 }
 
 bool
@@ -656,6 +676,17 @@ store_commit(struct store_txn *t)
 void
 store_settle(struct store *st)
 {
+	struct map_use u;
+	uint64_t free_pages = atomic_load(&st->free_pages);
+
+	/* Nothing to settle while the last count shows room: a count made
+	 * stale by commits since is recounted by has_room() before it
+	 * refuses anything. This keeps a map that was once nearly full (the
+	 * high-water mark never falls) from paying a freelist count after
+	 * every batch. */
+	if (map_use(st, &u) == 0 &&
+	    fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), 0))
+		return;
 	measure_free_if_high(st, true);
 }
 

@@ -125,7 +125,8 @@ void store_measure_free(struct store *st);
  * 10 ms, so the last commit before an idle spell, say a retention delete,
  * could leave it stale and new jobs refused), and makes the pages the last
  * commit freed reusable with one small commit if they are what makes
- * the room. Cheap while the map is low. */
+ * the room. Cheap while the map is low, and while the last count shows
+ * room (admission recounts a stale count before it refuses). */
 void store_settle(struct store *st);
 /* True if a new job should be refused (507): if, with room for the
  * outcomes of every job not yet ended and of this one (twice the average
