@@ -98,6 +98,34 @@ on_claim(void *arg, const struct job *j, const void *body, size_t len)
 	return 0;
 }
 
+/* Straight to LMDB, with no store open (one env per file per process):
+ * sets the store in `dir`'s meta "format" to `set` if non-zero; returns
+ * the format then. */
+static uint32_t
+format_rw(uint32_t set)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	unsigned char buf[4];
+	MDB_val k = { 6, "format" }, v = { 4, buf };
+	uint32_t have = 0;
+
+	sl_put_be32(buf, set);
+	mdb_env_create(&env);
+	mdb_env_set_maxdbs(env, 16);
+	mdb_env_open(env, dir, 0, 0600);
+	mdb_txn_begin(env, NULL, 0, &txn);
+	mdb_dbi_open(txn, "meta", 0, &dbi);
+	if (set)
+		mdb_put(txn, dbi, &k, &v, 0);
+	if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == 4)
+		have = sl_get_be32(v.mv_data);
+	mdb_txn_commit(txn);
+	mdb_env_close(env);
+	return have;
+}
+
 static struct job
 get(const char *id)
 {
@@ -461,52 +489,14 @@ main(void)
 	ok(store_open(dir, &so, &st) == 0 && get("DDDDDDDDDDDDDDDDDDDDD").state == JOB_QUEUED,
 	    "reopen keeps jobs");
 	store_close(st);
-	{
-		MDB_env *env;
-		MDB_txn *txn;
-		MDB_dbi dbi;
-		MDB_val k = { 6, "format" }, v = { 4, "\0\0\0\x09" };
-		mdb_env_create(&env);
-		mdb_env_set_maxdbs(env, 16);
-		mdb_env_open(env, dir, 0, 0600);
-		mdb_txn_begin(env, NULL, 0, &txn);
-		mdb_dbi_open(txn, "meta", 0, &dbi);
-		mdb_put(txn, dbi, &k, &v, 0);
-		mdb_txn_commit(txn);
-		mdb_env_close(env);
-	}
+	format_rw(9);
 	ok(store_open(dir, &so, &st) == SL_EVERSION, "a newer store format is refused");
-	{
-		/* A format 1 store is upgraded by a writable open, and its
-		 * records still read. */
-		MDB_env *env;
-		MDB_txn *txn;
-		MDB_dbi dbi;
-		MDB_val k = { 6, "format" }, v = { 4, "\0\0\0\x01" };
-		uint32_t have = 0;
-		mdb_env_create(&env);
-		mdb_env_set_maxdbs(env, 16);
-		mdb_env_open(env, dir, 0, 0600);
-		mdb_txn_begin(env, NULL, 0, &txn);
-		mdb_dbi_open(txn, "meta", 0, &dbi);
-		mdb_put(txn, dbi, &k, &v, 0);
-		mdb_txn_commit(txn);
-		mdb_env_close(env); /* one env per file per process */
-		ok(store_open(dir, &so, &st) == 0 &&
-		    get("DDDDDDDDDDDDDDDDDDDDD").state == JOB_QUEUED,
-		    "a format 1 store opens, its jobs read");
-		store_close(st);
-		mdb_env_create(&env);
-		mdb_env_set_maxdbs(env, 16);
-		mdb_env_open(env, dir, 0, 0600);
-		mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-		mdb_dbi_open(txn, "meta", 0, &dbi);
-		if (mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == 4)
-			have = sl_get_be32(v.mv_data);
-		mdb_txn_abort(txn);
-		mdb_env_close(env);
-		is_int(have, STORE_FORMAT, "and is marked format %d", STORE_FORMAT);
-	}
+	/* A format 1 store is upgraded by a writable open; its records read. */
+	format_rw(1);
+	ok(store_open(dir, &so, &st) == 0 && get("DDDDDDDDDDDDDDDDDDDDD").state == JOB_QUEUED,
+	    "a format 1 store opens, its jobs read");
+	store_close(st);
+	is_int(format_rw(0), STORE_FORMAT, "and is marked format %d", STORE_FORMAT);
 	{
 		struct store_opts ro = { .read_only = true };
 		ok(store_open("/nonexistent/slowlane", &ro, &st) == SL_ENOTFOUND,
