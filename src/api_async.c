@@ -21,6 +21,7 @@
 #include "slowlane/generation.h"
 #include "slowlane/group.h"
 #include "slowlane/intake.h"
+#include "slowlane/jscan.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
 #include "slowlane/util.h"
@@ -224,13 +225,50 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 void api_h_chat(struct http_req *r, void *ctx) { submit(r, ctx, JOB_CHAT); }
 void api_h_completion(struct http_req *r, void *ctx) { submit(r, ctx, JOB_COMPLETION); }
 
-/* Validates member `i` of a group; on error rewrites `err` to name it. */
+/* The bytes of each element of a group's `requests`, as the client sent
+ * them (jscan), so that a member is stored as submitted: jansson would
+ * print 0.7 back as 0.69999999999999996. */
+struct member_spans {
+	const char *p[GROUP_MAX];
+	size_t len[GROUP_MAX];
+	bool ok;
+};
+
+static int
+span_one(void *arg, size_t i, const struct jscan_value *v)
+{
+	struct member_spans *ms = arg;
+
+	if (i >= GROUP_MAX || v->type != JS_OBJECT)
+		return ms->ok = false, 1;
+	ms->p[i] = v->p;
+	ms->len[i] = v->len;
+	return 0;
+}
+
+static void
+member_spans(const char *body, size_t len, struct member_spans *ms)
+{
+	struct jscan_value root, reqs;
+	char why[120];
+
+	ms->ok = jscan_parse(body, len, VALIDATE_MAX_DEPTH, &root, why, sizeof why) == 0 &&
+	    root.type == JS_OBJECT && jscan_get(&root, "requests", &reqs) &&
+	    reqs.type == JS_ARRAY;
+	if (ms->ok)
+		jscan_elements(&reqs, span_one, ms);
+}
+
+/* Validates member `i` of a group (its bytes from `ms` when it has them);
+ * on error rewrites `err` to name it. A member's fault is the request's:
+ * 400, whatever the status of the same fault in a single submit. */
 static int
 check_member(struct api *a, const char *tenant, enum job_kind kind, json_t *m, size_t i,
-    uint64_t now, struct insert_op *s, struct sl_error *err)
+    const struct member_spans *ms, uint64_t now, struct insert_op *s, struct sl_error *err)
 {
 	struct validate_info info;
-	char *text = json_is_object(m) ? json_dumps(m, JSON_COMPACT) : NULL;
+	char *text = !json_is_object(m) ? NULL : ms->ok ? strndup(ms->p[i], ms->len[i]) :
+	    json_dumps(m, JSON_COMPACT);
 	struct sl_error inner;
 	int rc;
 
@@ -250,8 +288,9 @@ check_member(struct api *a, const char *tenant, enum job_kind kind, json_t *m, s
 		static char param[64];
 		snprintf(param, sizeof param, "requests[%zu]%s%s", i, inner.param ? "." : "",
 		    inner.param ? inner.param : "");
-		return sl_error_set(err, inner.status, inner.type, param, inner.code,
-		    "Invalid request at index %zu of 'requests': %s", i, inner.message);
+		return sl_error_set(err, inner.status >= 500 ? inner.status : 400, inner.type,
+		    param, inner.code, "Invalid request at index %zu of 'requests': %s", i,
+		    inner.message);
 	}
 	s->bodies[i] = text;
 	s->lens[i] = strlen(text);
@@ -263,6 +302,7 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 {
 	char tenant[JOB_TENANT_LEN + 1];
 	struct insert_op *s = NULL;
+	struct member_spans spans;
 	struct sl_error err;
 	json_t *root, *reqs, *wh;
 	const char *body;
@@ -322,8 +362,10 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		    "it first (POST /v1/webhooks or slowlanectl webhook add).");
 		goto fail;
 	}
+	member_spans(body, len, &spans);
 	for (size_t i = 0; i < n; i++) {
-		if (check_member(a, tenant, kind, json_array_get(reqs, i), i, now, s, &err))
+		if (check_member(a, tenant, kind, json_array_get(reqs, i), i, &spans, now, s,
+		    &err))
 			goto fail;
 		snprintf(s->jobs[i].group, sizeof s->jobs[i].group, "%s", s->group->id);
 		memcpy(s->group->members[i], s->jobs[i].id, SL_ID_LEN + 1);

@@ -27,9 +27,27 @@ struct batch_op {
 	char tenant[JOB_TENANT_LEN + 1];
 	char idem[IDEM_KEY_MAX + 1], digest[65];
 	bool cancel;
+	bool new_hook;          /* register `hook` for the batch's webhook_url */
+	struct webhook hook;
 	char *replay;           /* an earlier answer for the same key */
 	bool replay_same;       /* ... for the same request */
 };
+
+struct hook_match {
+	const char *tenant, *url;
+	char id[WEBHOOK_ID_LEN + 1]; /* out: the key's registration for url */
+};
+
+static int
+hook_match_one(void *arg, const struct webhook *w)
+{
+	struct hook_match *m = arg;
+
+	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0)
+		return 0;
+	snprintf(m->id, sizeof m->id, "%s", w->id);
+	return 1;
+}
 
 static void
 reply_batch(struct http_req *r, json_t *b)
@@ -50,6 +68,18 @@ create_apply(struct store_txn *t, struct wr_op *op)
 	if (o->idem[0] && idem_lookup(t, o->tenant, o->idem, o->digest, &o->replay,
 	    &o->replay_same) == 0)
 		return 0;
+	if (o->new_hook) {
+		struct hook_match m = { .tenant = o->tenant, .url = o->hook.url };
+
+		/* A create racing this one may have registered the URL since. */
+		rc = webhook_list(t, hook_match_one, &m);
+		if (rc > 0)
+			rc = json_object_set_new(o->b, "_webhook_id", json_string(m.id)) ? -12 : 0;
+		else if (rc == 0)
+			rc = webhook_put(t, &o->hook);
+		if (rc)
+			return rc;
+	}
 	rc = batch_put(t, o->b);
 	if (!rc)
 		rc = batch_index_put(t, o->b);
@@ -129,27 +159,12 @@ bad(struct http_req *r, const char *param, const char *code, const char *msg)
 	return -1;
 }
 
-/* Finds `tenant`'s registration for `url` (its secret signs the batch's
- * deliveries). */
-struct hook_match {
-	const char *tenant, *url;
-	char id[WEBHOOK_ID_LEN + 1];
-};
-
+/* Checks the create body; on success fills the new record into *out, and
+ * when its webhook_url is not yet a registration of the key, a new one
+ * into *newhook (*new_hook = true): its secret signs the deliveries. */
 static int
-hook_match_one(void *arg, const struct webhook *w)
-{
-	struct hook_match *m = arg;
-
-	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0)
-		return 0;
-	snprintf(m->id, sizeof m->id, "%s", w->id);
-	return 1;
-}
-
-/* Checks the create body; on success fills the new record into *out. */
-static int
-build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t **out)
+build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t **out,
+    struct webhook *newhook, bool *new_hook)
 {
 	json_t *fid = json_object_get(in, "input_file_id"), *ep = json_object_get(in, "endpoint");
 	json_t *win = json_object_get(in, "completion_window"), *md = json_object_get(in,
@@ -204,11 +219,18 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 		return bad(r, "input_file_id", "invalid_file",
 		    "The input file must have been uploaded with purpose \"batch\".");
 	/* Every delivery is signed: with the secret of the key's registration
-	 * for this URL, as OpenAI signs with the endpoint's secret. */
-	if (hook.url && !hook.id[0])
-		return bad(r, "webhook_url", "webhook_not_registered", "'webhook_url' is not a "
-		    "registered webhook of this key: register it first (POST /v1/webhooks, or "
-		    "slowlanectl webhook add) to get the secret its deliveries are signed with.");
+	 * for this URL, as OpenAI signs with the endpoint's secret. A URL not
+	 * yet registered is registered now, for batch events (the seed asks
+	 * for no step before); its secret is read with rotate-secret. */
+	*new_hook = false;
+	if (hook.url && !hook.id[0]) {
+		if (webhook_init(newhook, tenant, hook.url, "batch.*", now) != 0) {
+			api_reply_err(r, 503, "server_error", NULL, NULL, "No randomness for an id.");
+			return -1;
+		}
+		snprintf(hook.id, sizeof hook.id, "%s", newhook->id);
+		*new_hook = true;
+	}
 	if (batch_new_id(id) != 0) {
 		api_reply_err(r, 503, "server_error", NULL, NULL, "No randomness for an id.");
 		return -1;
@@ -259,17 +281,18 @@ api_h_batch_create(struct http_req *r, void *ctx)
 		json_decref(in);
 		return;
 	}
-	if (build(a, r, tenant, in, &rec)) {
-		json_decref(in);
-		return;
-	}
-	json_decref(in);
 	o = calloc(1, sizeof *o);
 	if (!o) {
-		json_decref(rec);
+		json_decref(in);
 		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
 		return;
 	}
+	if (build(a, r, tenant, in, &rec, &o->hook, &o->new_hook)) {
+		json_decref(in);
+		free(o);
+		return;
+	}
+	json_decref(in);
 	o->a = a;
 	o->req = r;
 	o->b = rec;

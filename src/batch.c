@@ -388,6 +388,18 @@ add_int(json_t *o, const char *key, json_int_t d)
 	json_object_set_new(o, key, json_integer(json_integer_value(json_object_get(o, key)) + d));
 }
 
+/* usage.<obj>.<key> += the upstream's <from>.<key> (chat.completion's
+ * prompt_tokens_details / completion_tokens_details), when it reports it. */
+static void
+add_detail(json_t *usage, const char *obj, const char *key, json_t *from)
+{
+	json_t *o = json_object_get(usage, obj);
+	json_t *v = json_object_get(from, key);
+
+	if (json_is_object(o) && json_is_integer(v))
+		add_int(o, key, json_integer_value(v));
+}
+
 int
 batch_job_ended(struct store_txn *t, const struct job *j, uint64_t now_ms)
 {
@@ -416,6 +428,10 @@ batch_job_ended(struct store_txn *t, const struct job *j, uint64_t now_ms)
 			add_int(usage, "input_tokens", in);
 			add_int(usage, "output_tokens", outt);
 			add_int(usage, "total_tokens", in + outt);
+			add_detail(usage, "input_tokens_details", "cached_tokens",
+			    json_object_get(u, "prompt_tokens_details"));
+			add_detail(usage, "output_tokens_details", "reasoning_tokens",
+			    json_object_get(u, "completion_tokens_details"));
 			json_decref(r);
 		}
 	}

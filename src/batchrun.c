@@ -578,6 +578,18 @@ step_done(struct wr_op *op)
 
 /* ---- slices ---- */
 
+/* True if `models` (NULL: any) holds `model`. */
+static bool
+model_served(const char *const *models, const char *model)
+{
+	if (!models)
+		return true;
+	for (; *models; models++)
+		if (strcmp(*models, model) == 0)
+			return true;
+	return false;
+}
+
 static int
 validate_line(struct work *w, const char *line, size_t len, void *arg)
 {
@@ -607,6 +619,10 @@ validate_line(struct work *w, const char *line, size_t len, void *arg)
 		add_error(w, "duplicate_custom_id", w->line, msg, "custom_id");
 	} else if (!w->model[0]) {
 		snprintf(w->model, sizeof w->model, "%s", bl.model);
+		if (!model_served(w->br->o.models, bl.model)) {
+			snprintf(msg, sizeof msg, "The model '%.100s' does not exist.", bl.model);
+			add_error(w, "model_not_found", w->line, msg, "body.model");
+		}
 	} else if (strcmp(w->model, bl.model) != 0) {
 		snprintf(msg, sizeof msg, "Every line must name the same model: '%.100s' here, "
 		    "'%.100s' before.", bl.model, w->model);

@@ -320,6 +320,7 @@ run(struct daemon *d)
 		.max_requests = c->batch_max_requests,
 		.max_line = (size_t)c->max_body,
 		.file_ttl_ms = c->file_ttl_ms,
+		.models = c->n_models ? (const char *const *)c->models : NULL,
 	};
 	if (rc == 0)
 		rc = batchrun_new(d->loop, d->st, d->wr, d->sc, &bo, &d->br);

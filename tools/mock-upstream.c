@@ -780,12 +780,16 @@ static json_t *success_json(bool chat, const struct call *c)
 		choice = json_pack("{s:i, s:s%, s:s, s:n}", "index", 0,
 				   "text", buf_str(&c->echo), c->echo.len,
 				   "finish_reason", "stop", "logprobs");
-	return json_pack("{s:s+, s:s, s:I, s:O, s:[o], s:{s:I, s:I, s:I}}",
+	/* The details as OpenAI reports them, with figures a test can derive
+	 * (half the prompt cached, half the completion reasoning). */
+	return json_pack("{s:s+, s:s, s:I, s:O, s:[o], s:{s:I, s:I, s:I, s:{s:I}, s:{s:I}}}",
 			 "id", chat ? "chatcmpl-" : "cmpl-", id,
 			 "object", chat ? "chat.completion" : "text_completion",
 			 "created", (json_int_t)time(NULL), "model", c->model, "choices", choice,
 			 "usage", "prompt_tokens", (json_int_t)p, "completion_tokens",
-			 (json_int_t)n, "total_tokens", (json_int_t)(p + n));
+			 (json_int_t)n, "total_tokens", (json_int_t)(p + n),
+			 "prompt_tokens_details", "cached_tokens", (json_int_t)(p / 2),
+			 "completion_tokens_details", "reasoning_tokens", (json_int_t)(n / 2));
 }
 
 static struct MHD_Response *failure_response(long status, long retry_after)

@@ -25,6 +25,9 @@ struct batchrun_opts {
 	uint64_t max_requests;  /* lines per batch */
 	size_t max_line;        /* bytes per line */
 	uint64_t file_ttl_ms;   /* output files expire after this; 0 never */
+	/* NULL-terminated; when set, a line naming a model not in it fails the
+	 * validation (model_not_found), as a submit is refused. Borrowed. */
+	const char *const *models;
 };
 
 struct batchrun;

@@ -17,11 +17,13 @@ import {
 const KEY = 'k1';
 let d;   // default limits, built-in load-test backend
 let lim; // --batch-max-requests 5 --batch-max-bytes 4096
+let only; // --model mock-model: serves that model only
 
 before(async () => {
-  [d, lim] = await Promise.all([
+  [d, lim, only] = await Promise.all([
     startDaemon({ args: ['--api-key', KEY, '--api-key', 'k2', '--load-test-delay', '1ms'] }),
     startDaemon({ args: ['--api-key', KEY, '--load-test-delay', '1ms', '--batch-max-requests', '5', '--batch-max-bytes', '4096'] }),
+    startDaemon({ args: ['--api-key', KEY, '--load-test-delay', '1ms', '--model', 'mock-model'] }),
   ]);
 });
 
@@ -195,6 +197,17 @@ test('too_many_tasks: more lines than --batch-max-requests 5 (at the 6th request
   const ok = await runBatch(jsonl([L('r1'), '', L('r2'), L('r3'), L('r4'), L('r5')]), { daemon: lim });
   assert.equal(ok.status, 'completed', JSON.stringify(ok));
   assert.deepEqual(ok.request_counts, { total: 5, completed: 5, failed: 0 });
+});
+
+test('model_not_found: with --model, a batch naming another model fails validation, as a submit is refused', async () => {
+  const b = await runBatch(jsonl([L('m1', { model: 'not-served' }), L('m2', { model: 'not-served' })]), { daemon: only });
+  assertFailed(b, [{ code: 'model_not_found', line: 1, param: 'body.model' }]);
+  assert.match(b.errors.data[0].message, /'not-served' does not exist/);
+  const h = await request('GET', `${only.base}/healthz`);
+  assert.equal(h.json.jobs.queued + h.json.jobs.success + h.json.jobs.failed, 0, 'nothing was queued');
+  const ok = await runBatch(jsonl([L('m1'), L('m2')]), { daemon: only });
+  assert.equal(ok.status, 'completed', JSON.stringify(ok));
+  assert.deepEqual(ok.request_counts, { total: 2, completed: 2, failed: 0 });
 });
 
 // Sends a multipart upload over a raw socket, ignoring write errors, and

@@ -378,3 +378,40 @@ test('groups expire like single requests: members unfinished after --job-ttl end
   }
 });
 
+
+test('a member is stored and answered byte for byte as submitted (0.7 stays 0.7)', async () => {
+  const members = [
+    '{"model": "mock-model", "temperature": 0.7, "top_p":1e-1,\n "messages": [{"role": "user", "content": "as sent \\u00e9"}], "metadata": {"custom_id": "raw-0"}}',
+    '{"model":"mock-model","messages":[{"role":"user","content":"second"}],"max_tokens":16}',
+  ];
+  const r = await request('POST', `${d.base}/v1/async/group/chat/completions`,
+    { key: K1, body: `{"requests": [${members.join(', ')}]}` });
+  assert.equal(r.status, 200, r.text);
+  const { group: g } = await pollGroup(d.base, '/v1/async', r.json.groupId, 2);
+  assert.deepEqual(g.generations.map((x) => x.state), ['Success', 'Success']);
+  const raw = (await getGroup(d.base, '/v1/async', r.json.groupId)).text;
+  for (const m of members)
+    assert.ok(raw.includes(`"request":${m}`), `member kept as sent: ${m}\nin ${raw.slice(0, 600)}`);
+  const one = await request('GET', `${d.base}/v1/generation/${g.generations[0].id}`, { key: K1 });
+  assert.ok(one.text.includes(`"request":${members[0]}`), one.text.slice(0, 400));
+});
+
+test('with --model, a member naming another model: 400 model_not_found naming the member, nothing stored', async () => {
+  const d2 = await startDaemon({ upstream: mock.url, args: ['--api-key', K1, '--model', 'mock-model'] });
+  try {
+    const requests = [chatBody('served'), { ...chatBody('not served'), model: 'other-model' }];
+    const r = await submit(d2.base, '/v1/async/group/chat/completions', { requests }, K1);
+    assert.equal(r.status, 400, r.text);
+    const e = errorOf(r);
+    assert.equal(e.code, 'model_not_found');
+    assert.equal(e.param, 'requests[1].model');
+    assert.match(e.message, /^Invalid request at index 1 of 'requests': The model 'other-model' does not exist/);
+    // A single submit of that model is the 404 of OpenAI's API.
+    const s = await submit(d2.base, '/v1/async/chat/completions', requests[1], K1);
+    assert.equal(s.status, 404, s.text);
+    const h = await healthz(d2.base);
+    assert.equal(h.jobs.queued + h.jobs.in_progress + h.jobs.success + h.jobs.failed, 0, 'nothing stored');
+  } finally {
+    await d2.kill9();
+  }
+});

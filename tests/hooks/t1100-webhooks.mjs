@@ -479,20 +479,54 @@ test('a batch with webhook_url: one signed batch.completed event (OpenAI event s
   assert.ok(mine.every((x) => x.eventId === dl.eventId), 'the retry reuses the event id');
 });
 
-test('a batch webhook_url that is not a registered endpoint of its key: 400, nothing created', async () => {
-  const foreign = await createHook('http://127.0.0.1:9/k2-batch', { key: K2 });
+test('a batch webhook_url its key has not registered is registered for it (batch.* events, its own secret); a second batch reuses it', async () => {
+  const rcv = await startReceiver();
+  const url = `${rcv.url}/auto`;
+  const foreign = await createHook(url, { key: K2 }); // the same URL, another key's
+  const f = await uploadOk(d.base, jsonl([chatLine('a-1', 'auto hook')]), { key: K1 });
+  const b = await createBatchOk(d.base, f.id, { key: K1, extra: { webhook_url: url } });
+  const mine = () => hooks(d.base, 'GET', '', undefined, K1)
+    .then((r) => r.json.data.filter((w) => w.url === url));
+  const regs = await mine();
+  assert.equal(regs.length, 1, `one registration of the URL for K1: ${JSON.stringify(regs)}`);
+  const [wh] = regs;
+  assert.notEqual(wh.id, foreign.id, "not the other key's registration");
+  assert.match(wh.id, WH_ID_RE);
+  assert.deepEqual(wh.events, ['batch.*']);
+  assertNoSecret(wh);
+  // Its secret is read by rotating it; the delivery is signed with it.
+  const rot = await hooks(d.base, 'POST', `/${wh.id}/rotate-secret`, undefined, K1);
+  assert.equal(rot.status, 200, rot.text);
+  assert.match(rot.json.secret, SECRET_RE);
+  rcv.secret = rot.json.secret;
+  assert.equal((await waitBatch(d.base, b.id, { key: K1 })).status, 'completed');
+  const [dl] = await rcv.waitAccepted((x) => x.body?.data?.id === b.id, { timeoutMs: 20000 });
+  assert.ok(dl.verified, `signed with the new registration's secret: ${dl.verifyError}`);
+  assert.equal(dl.headers['x-inference-webhook-id'], wh.id);
+  assert.equal(dl.body.type, 'batch.completed');
+  // A second batch with the same URL registers nothing more.
+  const f2 = await uploadOk(d.base, jsonl([chatLine('a-2', 'auto hook again')]), { key: K1 });
+  const b2 = await createBatchOk(d.base, f2.id, { key: K1, extra: { webhook_url: url } });
+  assert.deepEqual((await mine()).map((w) => w.id), [wh.id]);
+  await waitBatch(d.base, b2.id, { key: K1 });
+  const [dl2] = await rcv.waitAccepted((x) => x.body?.data?.id === b2.id, { timeoutMs: 20000 });
+  assert.ok(dl2.verified, dl2.verifyError);
+});
+
+test('a batch webhook_url that is not an allowed URL: 400, nothing created or registered', async () => {
   const f = await uploadOk(d.base, jsonl([chatLine('x', 'x')]), { key: K1 });
-  for (const url of ['http://127.0.0.1:9/nobody-registered-this', foreign.url]) {
+  const before = (await hooks(d.base, 'GET', '', undefined, K1)).json.data.length;
+  for (const url of ['ftp://127.0.0.1/x', 'not a url', 42]) {
     const r = await createBatch(d.base, { input_file_id: f.id, endpoint: '/v1/chat/completions',
       completion_window: '24h', webhook_url: url }, { key: K1 });
     assert.equal(r.status, 400, r.text);
     const e = errorOf(r);
-    assert.equal(e.code, 'webhook_not_registered');
     assert.equal(e.param, 'webhook_url');
-    assert.match(e.message, /POST \/v1\/webhooks/);
+    assert.equal(e.code, 'invalid_url', r.text);
   }
   const list = await request('GET', `${d.base}/v1/batches`, { key: K1 });
   assert.ok(!list.json.data.some((x) => x.input_file_id === f.id), 'no batch was created');
+  assert.equal((await hooks(d.base, 'GET', '', undefined, K1)).json.data.length, before, 'no webhook registered');
 });
 
 test('delivery edges: a hung receiver times out and is retried; one always failing is given up at --webhook-max-age; big answers are fine', { timeout: 120000 }, async () => {
