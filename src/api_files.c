@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "api_impl.h"
+#include "slowlane/batch.h"
 #include "slowlane/common.h"
 #include "slowlane/files.h"
 #include "slowlane/idem.h"
@@ -351,12 +352,22 @@ struct del_op {
 	struct api *a;
 	struct http_req *req;
 	struct sl_file f;
+	char by[BATCH_ID_LEN + 1]; /* out: the active batch reading it */
 };
 
 static int
 del_apply(struct store_txn *t, struct wr_op *op)
 {
-	return files_delete(t, &SL_CONTAINER_OF(op, struct del_op, op)->f);
+	struct del_op *d = SL_CONTAINER_OF(op, struct del_op, op);
+	int rc;
+
+	/* A running batch reads its input until it ends (a restart
+	 * re-reads it): its bytes stay until then. */
+	d->by[0] = '\0';
+	rc = batch_input_in_use(t, d->f.id, d->by);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	return files_delete(t, &d->f);
 }
 
 static void
@@ -367,6 +378,12 @@ del_done(struct wr_op *op)
 
 	if (op->rc && op->rc != SL_ENOTFOUND) {
 		api_reply_store_err(d->req, op->rc);
+	} else if (d->by[0]) {
+		char msg[200];
+
+		snprintf(msg, sizeof msg, "The file is the input of batch %s, which has not "
+		    "ended: cancel the batch or wait for its end, then delete the file.", d->by);
+		api_reply_err(d->req, 409, "invalid_request_error", "file_id", "file_in_use", msg);
 	} else {
 		/* The record is gone: the bytes can go (a crash here leaves an
 		 * orphan file, never a record without bytes). */

@@ -127,6 +127,37 @@ batch_active_list(struct store_txn *t, int (*cb)(void *arg, const char *id), voi
 	return store_table_scan(t, STORE_T_BATCH_ACTIVE, NULL, 0, active_one, &c);
 }
 
+struct input_ctx {
+	struct store_txn *t;
+	const char *file_id;
+	char *by;
+};
+
+static int
+input_one(void *arg, const char *id)
+{
+	struct input_ctx *c = arg;
+	json_t *b;
+	int used;
+
+	if (batch_get(c->t, id, &b) != 0)
+		return 0;
+	used = strcmp(json_string_value(json_object_get(b, "input_file_id")) ?: "",
+	    c->file_id) == 0;
+	json_decref(b);
+	if (used && c->by)
+		snprintf(c->by, BATCH_ID_LEN + 1, "%s", id);
+	return used;
+}
+
+int
+batch_input_in_use(struct store_txn *t, const char *file_id, char by[BATCH_ID_LEN + 1])
+{
+	struct input_ctx c = { t, file_id, by };
+
+	return batch_active_list(t, input_one, &c);
+}
+
 struct list_ctx {
 	struct store_txn *t;
 	unsigned char tenant[JOB_TENANT_LEN];

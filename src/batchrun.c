@@ -1059,37 +1059,16 @@ struct sweep_op {
 	bool deleted[FILE_SWEEP_MAX]; /* this op removed the record */
 };
 
-struct input_ctx {
-	struct store_txn *t;
-	const char *file_id;
-	bool used;
-};
-
-static int
-input_one(void *arg, const char *id)
-{
-	struct input_ctx *c = arg;
-	json_t *b;
-
-	if (batch_get(c->t, id, &b) != 0)
-		return 0;
-	c->used = strcmp(json_string_value(json_object_get(b, "input_file_id")) ?: "",
-	    c->file_id) == 0;
-	json_decref(b);
-	return c->used;
-}
-
 static int
 sweep_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
 
 	for (size_t i = 0; i < s->n; i++) {
-		struct input_ctx c = { .t = t, .file_id = s->f[i].id };
 		int rc;
 
 		s->deleted[i] = false; /* outputs reset: the batch may be applied again */
-		if (batch_active_list(t, input_one, &c) != 0 || c.used)
+		if (batch_input_in_use(t, s->f[i].id, NULL) != 0)
 			continue;
 		rc = files_delete(t, &s->f[i]);
 		if (rc == SL_ENOTFOUND)

@@ -35,6 +35,10 @@ json_t *batch_public(json_t *b);
 int batch_set_active(struct store_txn *t, const char *id, bool active);
 /* Calls cb for each active batch id. */
 int batch_active_list(struct store_txn *t, int (*cb)(void *arg, const char *id), void *arg);
+/* Whether an active batch reads file `file_id` as its input: 1 with its id
+ * in by[] (when by is not NULL), 0 if none, or an error. Such a file is
+ * neither swept nor deleted until the batch has ended. */
+int batch_input_in_use(struct store_txn *t, const char *file_id, char by[BATCH_ID_LEN + 1]);
 
 /* Lists `tenant`'s batches newest first, strictly after `after`; up to
  * `limit` public objects appended to `data`; *has_more exact. */

@@ -338,6 +338,10 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
   }
   assert.equal(b.status, 'in_progress');
   assert.ok(b.request_counts.completed < 10, `most lines still queued: ${JSON.stringify(b.request_counts)}`);
+  // The input of a batch that has not ended cannot be deleted (a restart re-reads it).
+  await assert.rejects(c.files.delete(f.id), (e) => e.status === 409 && e.code === 'file_in_use' &&
+    e.message.includes(created.id));
+  assert.equal((await c.files.retrieve(f.id)).id, f.id, 'the file is still there');
   const cancelled = await c.batches.cancel(created.id);
   assert.equal(cancelled.id, created.id);
   assert.ok(['cancelling', 'cancelled'].includes(cancelled.status), cancelled.status);
@@ -345,6 +349,8 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
 
   b = await sdkWait(c, created.id, ['cancelled', 'completed', 'failed', 'expired'], 20000);
   assert.equal(b.status, 'cancelled', JSON.stringify(b));
+  assert.deepEqual(await c.files.delete(f.id), { id: f.id, object: 'file', deleted: true },
+    'once the batch has ended, its input can go');
   assertTimes(b, ['in_progress_at', 'cancelling_at', 'cancelled_at']);
   assert.equal(b.completed_at, null);
   const rc = b.request_counts;
