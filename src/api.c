@@ -221,15 +221,20 @@ api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const cha
 	store_abort(t);
 	if (rc)
 		return false;
-	if (same)
-		http_reply(r, 200, "application/json", answer, strlen(answer));
-	else {
-		free(answer);
-		api_reply_err(r, 409, "invalid_request_error", "Idempotency-Key",
-		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
-		    "request.");
-	}
+	api_idem_answer(r, answer, same);
 	return true;
+}
+
+void
+api_idem_answer(struct http_req *r, char *answer, bool same)
+{
+	if (same) {
+		http_reply(r, 200, "application/json", answer, strlen(answer));
+		return;
+	}
+	free(answer);
+	api_reply_err(r, 409, "invalid_request_error", "Idempotency-Key",
+	    "idempotency_key_reused", "This Idempotency-Key was used with a different request.");
 }
 
 bool

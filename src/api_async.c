@@ -20,6 +20,7 @@
 #include "slowlane/common.h"
 #include "slowlane/generation.h"
 #include "slowlane/group.h"
+#include "slowlane/idem.h"
 #include "slowlane/intake.h"
 #include "slowlane/jscan.h"
 #include "slowlane/log.h"
@@ -41,6 +42,11 @@ struct insert_op {
 	size_t body_len;
 	size_t *lens;
 	unsigned char *rec;   /* the journal's record of it (intake.h), or NULL */
+	/* Idempotency-Key (API.md section 3): such a submit commits directly,
+	 * its first answer kept in the transaction that stores it. */
+	char idem[IDEM_KEY_MAX + 1], digest[65];
+	char *replay;         /* out: the first answer for the same key */
+	bool replay_same;     /* ... for the same request */
 };
 
 static int insert_apply(struct store_txn *t, struct wr_op *op);
@@ -58,7 +64,33 @@ insert_free(struct insert_op *s)
 	free(s->jobs);
 	free(s->group);
 	free(s->rec);
+	free(s->replay);
 	free(s);
+}
+
+/* The answer to a stored submit, into out[cap]: a JSON object, as the
+ * seed's { id, choices: [] } for one request, { groupId, groupSize } for a
+ * group. Formatted directly, no JSON tree: this is the hot path. Returns
+ * its length, or -1 if it does not fit. */
+#define ANSWER_MAX (2 * JOB_MODEL_MAX + 200)
+static int
+format_answer(const struct insert_op *s, char *out, size_t cap)
+{
+	const struct job *j = &s->jobs[0];
+	char model[2 * JOB_MODEL_MAX + 8];
+	int n;
+
+	if (s->group) {
+		n = snprintf(out, cap, "{\"groupId\":\"%s\",\"groupSize\":%zu}", s->group->id,
+		    s->n);
+	} else {
+		sl_json_escape(model, sizeof model, j->model);
+		n = snprintf(out, cap, "{\"id\":\"%s\",\"choices\":[],\"created\":%llu,"
+		    "\"model\":\"%s\",\"object\":\"%s\"}", j->id,
+		    (unsigned long long)j->created_ms, model,
+		    j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
+	}
+	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
 /* Hands the submit to the writer, with its record when it may be journaled
@@ -70,7 +102,7 @@ insert_submit(struct insert_op *s)
 
 	s->op.apply = insert_apply;
 	s->op.done = insert_done;
-	if (writer_journaling(a->wr)) {
+	if (writer_journaling(a->wr) && !s->idem[0]) {
 		const char *one[1] = { s->body };
 		size_t one_len[1] = { s->body_len };
 		if (intake_encode(s->jobs, s->n, s->bodies ? (const char *const *)s->bodies : one,
@@ -84,13 +116,26 @@ static int
 insert_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct insert_op *s = SL_CONTAINER_OF(op, struct insert_op, op);
+	char answer[ANSWER_MAX];
 	int rc = 0;
 
+	if (s->idem[0]) {
+		/* Looked up again here: retries sent together were all new when
+		 * their handlers looked. apply may run twice (writer.h). */
+		free(s->replay);
+		s->replay = NULL;
+		if (idem_lookup(t, s->jobs[0].tenant, s->idem, s->digest, &s->replay,
+		    &s->replay_same) == 0)
+			return 0;
+	}
 	for (size_t i = 0; rc == 0 && i < s->n; i++)
 		rc = queue_insert(t, &s->jobs[i], s->bodies ? s->bodies[i] : s->body,
 		    s->bodies ? s->lens[i] : s->body_len);
 	if (rc == 0 && s->group)
 		rc = group_put(t, s->group);
+	if (rc == 0 && s->idem[0])
+		rc = format_answer(s, answer, sizeof answer) < 0 ? SL_EINVAL :
+		    idem_store(t, s->jobs[0].tenant, s->idem, s->digest, answer);
 	return rc;
 }
 
@@ -99,30 +144,23 @@ insert_done(struct wr_op *op)
 {
 	struct insert_op *s = SL_CONTAINER_OF(op, struct insert_op, op);
 	struct api *a = s->api;
-	const struct job *j = &s->jobs[0];
 
 	if (op->rc) {
 		api_reply_store_err(s->req, op->rc);
-	} else if (s->group) {
-		a->submitted += s->n;
-		http_reply_json(s->req, 200, json_pack("{s:s, s:i}", "groupId", s->group->id,
-		    "groupSize", (int)s->n));
-		sched_kick(a->sc);
+	} else if (s->replay) {
+		api_idem_answer(s->req, s->replay, s->replay_same);
+		s->replay = NULL;
 	} else {
-		/* The hot path: formatted directly, no JSON tree. */
-		char model[2 * JOB_MODEL_MAX + 8], *ans = malloc(sizeof model + 160);
-		int n = 0;
-		a->submitted++;
-		sl_json_escape(model, sizeof model, j->model);
-		if (ans)
-			n = snprintf(ans, sizeof model + 160, "{\"id\":\"%s\",\"choices\":[],"
-			    "\"created\":%llu,\"model\":\"%s\",\"object\":\"%s\"}", j->id,
-			    (unsigned long long)j->created_ms, model,
-			    j->kind == JOB_CHAT ? "chat.completion" : "text_completion");
-		if (ans)
+		char *ans = malloc(ANSWER_MAX);
+		int n = ans ? format_answer(s, ans, ANSWER_MAX) : -1;
+
+		a->submitted += s->n;
+		if (n >= 0)
 			http_reply(s->req, 200, "application/json", ans, (size_t)n);
-		else
+		else {
+			free(ans);
 			api_reply_err(s->req, 503, "server_error", NULL, NULL, "Out of memory.");
+		}
 		sched_kick(a->sc);
 	}
 	insert_free(s);
@@ -181,6 +219,24 @@ build_job(struct api *a, const char *tenant, enum job_kind kind, const struct va
 	return 0;
 }
 
+/* Idempotency-Key: answers a retry of a stored submit with its first
+ * answer (or 409 for another request) and returns true; else notes the key
+ * in `s` for insert_apply and returns false. */
+static bool
+idem_begin(struct api *a, struct http_req *r, const char *tenant, const char *body, size_t len,
+    struct insert_op *s)
+{
+	const char *key = http_req_header(r, "Idempotency-Key");
+
+	if (!key || !*key)
+		return false;
+	sl_sha256_hex(body, len, s->digest);
+	if (api_idem_replay(a, r, tenant, key, s->digest))
+		return true;
+	snprintf(s->idem, sizeof s->idem, "%s", key);
+	return false;
+}
+
 static void
 submit(struct http_req *r, struct api *a, enum job_kind kind)
 {
@@ -200,11 +256,12 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
 		return;
 	}
-	if (api_over_queue_limit(a, r, tenant, 1)) {
+	s->body = http_req_body(r, &s->body_len);
+	if (idem_begin(a, r, tenant, s->body, s->body_len, s) ||
+	    api_over_queue_limit(a, r, tenant, 1)) {
 		insert_free(s);
 		return;
 	}
-	s->body = http_req_body(r, &s->body_len);
 	if (validate_request(kind, s->body, s->body_len, &info, &err)) {
 		http_reply_error(r, &err);
 		insert_free(s);
@@ -334,10 +391,6 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		    "A group holds 1 to %d requests; this one has %zu.", GROUP_MAX, n);
 		goto fail;
 	}
-	if (api_over_queue_limit(a, r, tenant, n)) {
-		json_decref(root);
-		return;
-	}
 	s = calloc(1, sizeof *s);
 	if (s) {
 		s->jobs = calloc(n, sizeof *s->jobs);
@@ -349,6 +402,11 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 	if (!s || !s->jobs || !s->bodies || !s->lens || !s->group) {
 		sl_error_set(&err, 503, "server_error", NULL, NULL, "Out of memory.");
 		goto fail;
+	}
+	if (idem_begin(a, r, tenant, body, len, s) || api_over_queue_limit(a, r, tenant, n)) {
+		insert_free(s);
+		json_decref(root);
+		return;
 	}
 	if (sl_job_id(now, s->group->id)) {
 		sl_error_set(&err, 503, "server_error", NULL, NULL, "No randomness for an id.");

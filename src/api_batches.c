@@ -131,13 +131,9 @@ op_done(struct wr_op *op)
 {
 	struct batch_op *o = SL_CONTAINER_OF(op, struct batch_op, op);
 
-	if (op->rc == 0 && o->replay && o->replay_same) {
-		http_reply(o->req, 200, "application/json", o->replay, strlen(o->replay));
+	if (op->rc == 0 && o->replay) {
+		api_idem_answer(o->req, o->replay, o->replay_same);
 		o->replay = NULL;
-	} else if (op->rc == 0 && o->replay) {
-		api_reply_err(o->req, 409, "invalid_request_error", "Idempotency-Key",
-		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
-		    "request.");
 	} else if (op->rc == SL_ENOTFOUND)
 		api_reply_err(o->req, 404, "invalid_request_error", "batch_id", "batch_not_found",
 		    "No such batch.");

@@ -179,13 +179,9 @@ upload_done(struct wr_op *op)
 {
 	struct upload *u = SL_CONTAINER_OF(op, struct upload, op);
 
-	if (op->rc == 0 && u->answer && u->answer_same) {
-		http_reply(u->req, 200, "application/json", u->answer, strlen(u->answer));
+	if (op->rc == 0 && u->answer) {
+		api_idem_answer(u->req, u->answer, u->answer_same);
 		u->answer = NULL; /* the upload's temporary file goes in upload_free */
-	} else if (op->rc == 0 && u->answer) {
-		api_reply_err(u->req, 409, "invalid_request_error", "Idempotency-Key",
-		    "idempotency_key_reused", "This Idempotency-Key was used with a different "
-		    "request.");
 	} else if (op->rc) {
 		char path[4096];
 		files_path(u->a->data_dir, u->f.id, path, sizeof path);

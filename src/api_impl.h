@@ -58,6 +58,10 @@ bool api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_
 /* Answers the first answer again if (tenant, Idempotency-Key `key`) was
  * seen before: the same request (`digest`, hex SHA-256) gets it, another
  * gets 409. Returns true if it answered; false (nothing sent) otherwise. */
+/* Answers `answer`, a first answer kept for an Idempotency-Key: 200 with it
+ * when the request is the same (`same`; http takes `answer`), else 409
+ * idempotency_key_reused (and frees it). */
+void api_idem_answer(struct http_req *r, char *answer, bool same);
 bool api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
     const char *digest);
 /* Parses a `limit` query value (NULL keeps *out) in 1..max. Returns false

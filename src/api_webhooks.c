@@ -6,12 +6,14 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api_impl.h"
 #include "slowlane/common.h"
+#include "slowlane/idem.h"
 #include "slowlane/util.h"
 #include "slowlane/webhook.h"
 
@@ -22,6 +24,9 @@ struct webhook_op {
 	struct http_req *req;
 	enum wh_action action;
 	struct webhook w;
+	char idem[IDEM_KEY_MAX + 1], digest[65]; /* create: Idempotency-Key */
+	char *replay;           /* out: the first answer for the same key */
+	bool replay_same;       /* ... for the same request */
 };
 
 static json_t *
@@ -61,8 +66,26 @@ op_apply(struct store_txn *t, struct wr_op *op)
 	struct webhook cur;
 	int rc;
 
-	if (o->action == WH_CREATE)
-		return webhook_put(t, &o->w);
+	if (o->action == WH_CREATE) {
+		json_t *pub;
+		char *answer;
+
+		free(o->replay); /* apply may run twice (writer.h) */
+		o->replay = NULL;
+		if (o->idem[0] && idem_lookup(t, o->w.tenant, o->idem, o->digest, &o->replay,
+		    &o->replay_same) == 0)
+			return 0;
+		rc = webhook_put(t, &o->w);
+		if (rc || !o->idem[0])
+			return rc;
+		/* The answer holds the secret, as the first answer did. */
+		pub = webhook_json(&o->w, true);
+		answer = pub ? json_dumps(pub, JSON_COMPACT) : NULL;
+		json_decref(pub);
+		rc = answer ? idem_store(t, o->w.tenant, o->idem, o->digest, answer) : -ENOMEM;
+		free(answer);
+		return rc;
+	}
 	rc = webhook_get(t, o->w.id, &cur);
 	if (rc)
 		return rc;
@@ -82,7 +105,10 @@ op_done(struct wr_op *op)
 {
 	struct webhook_op *o = SL_CONTAINER_OF(op, struct webhook_op, op);
 
-	if (op->rc == SL_ENOTFOUND)
+	if (op->rc == 0 && o->replay) {
+		api_idem_answer(o->req, o->replay, o->replay_same);
+		o->replay = NULL;
+	} else if (op->rc == SL_ENOTFOUND)
 		api_reply_err(o->req, 404, "invalid_request_error", "id", "webhook_not_found",
 		    "No such webhook.");
 	else if (op->rc)
@@ -92,6 +118,7 @@ op_done(struct wr_op *op)
 		    "object", "webhook", "deleted", 1));
 	else
 		http_reply_json(o->req, 200, webhook_json(&o->w, true));
+	free(o->replay);
 	free(o);
 }
 
@@ -135,7 +162,7 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
 	char tenant[JOB_TENANT_LEN + 1], why[200], events[WEBHOOK_EVENTS_MAX + 1];
-	const char *body, *url;
+	const char *body, *url, *key;
 	struct webhook_op *o;
 	json_t *root;
 	size_t len;
@@ -169,6 +196,15 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 		goto out;
 	}
 	o->action = WH_CREATE;
+	key = http_req_header(r, "Idempotency-Key");
+	if (key && *key) {
+		sl_sha256_hex(body, len, o->digest);
+		if (api_idem_replay(a, r, tenant, key, o->digest)) {
+			free(o);
+			goto out;
+		}
+		snprintf(o->idem, sizeof o->idem, "%s", key);
+	}
 	submit_op(a, r, o);
 out:
 	json_decref(root);

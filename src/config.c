@@ -11,6 +11,7 @@
 
 #include "slowlane/common.h"
 #include "slowlane/config.h"
+#include "slowlane/idem.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
 
@@ -79,6 +80,8 @@ static const struct option_row options[] = {
 	  "how long SIGTERM waits for calls in flight (default 30s)" },
 	{ "retention", T_DUR, F(retention_ms), 0, 0, 3650 * DAY, "DUR",
 	  "delete ended jobs this long after they finished (default 0: keep)" },
+	{ "idempotency-keep", T_DUR, F(idem_keep_ms), 0, MS(1), 3650 * DAY, "DUR",
+	  "an Idempotency-Key's first answer is kept this long (default 24h)" },
 	{ "conn-timeout", T_DUR, F(conn_timeout_ms), 0, MS(1), MS(3600), "DUR",
 	  "idle client connections, and those whose request header is not\n\t  complete, are closed after this (default 60s)" },
 	{ "max-connections", T_UINT, F(max_connections), 0, 1, 1000000, "N",
@@ -129,6 +132,7 @@ defaults(struct config *c)
 	c->concurrency = 64;
 	c->readers = 2;
 	c->writer_nice = 0;
+	c->idem_keep_ms = IDEM_KEEP_MS;
 	c->job_ttl_ms = MS(72 * 3600);
 	c->max_attempts = 5;
 	c->upstream_timeout_ms = MS(600);

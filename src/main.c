@@ -282,6 +282,7 @@ run(struct daemon *d)
 		.upstream_timeout_ms = c->upstream_timeout_ms,
 		.shutdown_grace_ms = c->shutdown_grace_ms,
 		.retention_ms = c->retention_ms,
+		.idem_keep_ms = c->idem_keep_ms,
 		.policy = { .max_attempts = (uint32_t)c->max_attempts,
 			.backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms },
 	};

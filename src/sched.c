@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "slowlane/common.h"
+#include "slowlane/idem.h"
 #include "slowlane/jscan.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
@@ -118,6 +119,10 @@ struct sched {
 	 * map was too full for a chunk (in LMDB a delete needs free pages,
 	 * and fewer deletes need fewer), back up after each success. */
 	size_t purge_chunk;
+	/* The walk deleting old Idempotency-Key records, a step per tick. */
+	unsigned char idem_next[IDEM_RECORD_KEY_MAX];
+	size_t idem_nlen;
+	bool idem_sweeping;
 	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
@@ -810,6 +815,68 @@ retain(struct sched *s)
 	writer_submit(s->wr, &p->op);
 }
 
+/* Idempotency-Key records visited per tick: a walk of a million takes
+ * about an hour, and a step costs the writer ~0.1 ms. */
+#define IDEM_SWEEP_STEP 256
+
+struct idem_sweep_op {
+	struct wr_op op;
+	struct sched *s;
+	unsigned char from[IDEM_RECORD_KEY_MAX], next[IDEM_RECORD_KEY_MAX];
+	size_t flen, nlen, deleted;
+};
+
+static int
+idem_sweep_apply(struct store_txn *t, struct wr_op *op)
+{
+	struct idem_sweep_op *o = SL_CONTAINER_OF(op, struct idem_sweep_op, op);
+
+	return idem_sweep(t, sl_wall_ms(), o->s->o.idem_keep_ms, o->from, o->flen,
+	    IDEM_SWEEP_STEP, o->next, &o->nlen, &o->deleted);
+}
+
+static void
+idem_sweep_done(struct wr_op *op)
+{
+	struct idem_sweep_op *o = SL_CONTAINER_OF(op, struct idem_sweep_op, op);
+	struct sched *s = o->s;
+
+	s->idem_sweeping = false;
+	if (op->rc) {
+		log_error("sched: deleting old Idempotency-Key records failed: %s",
+		    sl_strerror(op->rc));
+	} else {
+		memcpy(s->idem_next, o->next, o->nlen); /* nlen 0: from the start */
+		s->idem_nlen = o->nlen;
+		if (o->deleted)
+			log_info("sched: deleted %zu Idempotency-Key record%s older than the keep",
+			    o->deleted, o->deleted == 1 ? "" : "s");
+	}
+	free(o);
+}
+
+/* One step of the walk over the Idempotency-Key records. */
+static void
+idem_expire(struct sched *s)
+{
+	struct idem_sweep_op *o;
+
+	if (s->idem_sweeping || s->stopping || !s->o.idem_keep_ms)
+		return;
+	o = calloc(1, sizeof *o);
+	if (!o)
+		return;
+	o->s = s;
+	memcpy(o->from, s->idem_next, s->idem_nlen);
+	o->flen = s->idem_nlen;
+	o->op.apply = idem_sweep_apply;
+	o->op.done = idem_sweep_done;
+	o->op.frees = true;
+	o->op.lazy = true; /* nobody waits for it: it joins the next commit */
+	s->idem_sweeping = true;
+	writer_submit(s->wr, &o->op);
+}
+
 /* ---- timers and lifecycle ---- */
 
 static void
@@ -821,6 +888,7 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	store_measure_free(s->st);
 	sweep(s);
 	retain(s);
+	idem_expire(s);
 	dispatch(s);
 	/* Reader slots of crashed slowlanectl runs would pin old pages. */
 	if (++s->ticks % READER_CHECK_TICKS == 0 && store_reader_check(s->st) > 0)

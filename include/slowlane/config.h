@@ -32,6 +32,7 @@ struct config {
 	uint64_t load_test_delay_ms;
 	uint64_t shutdown_grace_ms;
 	uint64_t retention_ms;     /* 0 = keep ended jobs forever */
+	uint64_t idem_keep_ms;     /* Idempotency-Key records are kept this long */
 	uint64_t conn_timeout_ms;
 	uint64_t max_connections;
 	uint64_t max_body;        /* bytes */

@@ -25,6 +25,7 @@ struct sched_opts {
 	uint64_t upstream_timeout_ms; /* per call; also sizes the lease */
 	uint64_t shutdown_grace_ms;   /* how long shutdown waits for calls */
 	uint64_t retention_ms;        /* delete ended jobs this old; 0 = keep */
+	uint64_t idem_keep_ms;        /* delete Idempotency-Key records this old */
 	struct policy policy;         /* retries and backoff */
 };
 

@@ -13,7 +13,9 @@
 
 #include "../tap.h"
 #include "slowlane/common.h"
+#include "slowlane/idem.h"
 #include "slowlane/queue.h"
+#include "slowlane/util.h"
 #include "slowlane/store.h"
 
 static char dir[256];
@@ -261,6 +263,65 @@ tail_pages_freed(void)
 	store_close(r2);
 }
 
+/* idem_sweep: steps of `budget` records walk the whole table through the
+ * cursor, delete what is older than the keep, and keep records written
+ * before the stamp existed. */
+static void
+idem_records(void)
+{
+	char d2[300], key[16], *ans = NULL;
+	struct store_opts so = { .map_size = 16 << 20, .create = true };
+	struct store *s2;
+	struct store_txn *t;
+	unsigned char next[IDEM_RECORD_KEY_MAX], from[IDEM_RECORD_KEY_MAX];
+	static const char hash[65] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	unsigned char oldk[16 + 3] = { 't', '1' }; /* tenant "t1", NUL-padded */
+	size_t flen = 0, nlen, del, total = 0, steps = 0;
+	bool same = false;
+
+	snprintf(d2, sizeof d2, "%s-idem", dir);
+	mkdir(d2, 0700);
+	ok(store_open(d2, &so, &s2) == 0 && store_begin(s2, false, &t) == 0, "idem store opens");
+	for (int i = 0; i < 10; i++) {
+		snprintf(key, sizeof key, "key-%d", i);
+		idem_store(t, "t1", key, hash, "{\"id\":\"x\"}");
+	}
+	/* A record as versions before the stamp wrote it: hash, then answer. */
+	memcpy(oldk + 16, "old", 3);
+	{
+		char rec[64 + 7];
+		memcpy(rec, hash, 64);
+		memcpy(rec + 64, "{\"o\":1}", 7);
+		store_table_put(t, STORE_T_IDEMPOTENCY, oldk, sizeof oldk, rec, sizeof rec);
+	}
+	ok(store_commit(t) == 0, "11 records stored");
+	store_begin(s2, false, &t);
+	ok(idem_lookup(t, "t1", "old", hash, &ans, &same) == 0 && same &&
+	    strcmp(ans, "{\"o\":1}") == 0, "an unstamped record still answers");
+	free(ans);
+	ans = NULL;
+	ok(idem_lookup(t, "t1", "key-3", hash, &ans, &same) == 0 && same &&
+	    strcmp(ans, "{\"id\":\"x\"}") == 0, "a stamped record answers without its stamp");
+	free(ans);
+	ok(idem_sweep(t, sl_wall_ms(), 3600 * 1000, NULL, 0, 100, next, &nlen, &del) == 0 &&
+	    del == 0 && nlen == 0, "within the keep nothing goes, one step reaches the end");
+	do {
+		ok(idem_sweep(t, sl_wall_ms() + 5000, 1000, from, flen, 3, next, &nlen, &del) == 0,
+		    "step %zu", steps);
+		total += del;
+		memcpy(from, next, nlen);
+		flen = nlen;
+	} while (nlen && ++steps < 20);
+	is_int(total, 10, "steps of 3 deleted the 10 stamped records past the keep");
+	is_int(steps, 3, "in 4 steps, the cursor carried between them");
+	ok(idem_lookup(t, "t1", "key-0", hash, &ans, &same) == SL_ENOTFOUND &&
+	    idem_lookup(t, "t1", "old", hash, &ans, &same) == 0, "the unstamped one is kept");
+	free(ans);
+	store_abort(t);
+	store_close(s2);
+	tap_rmrf(d2);
+}
+
 int
 main(void)
 {
@@ -505,5 +566,6 @@ main(void)
 	if (tap_rmrf(dir) != 0)
 		return 1;
 	tail_pages_freed();
+	idem_records();
 	return tap_done();
 }
