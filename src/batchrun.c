@@ -193,8 +193,9 @@ add_error(struct work *w, const char *code, uint32_t line, const char *msg, cons
 {
 	if (json_array_size(w->errors) >= BATCH_ERRORS_MAX)
 		return;
-	json_array_append_new(w->errors, json_pack("{s:s, s:i, s:s, s:s?}", "code", code,
-	    "line", (int)line, "message", msg, "param", param));
+	/* line 0: the file as a whole (null, as OpenAI's error objects allow). */
+	json_array_append_new(w->errors, json_pack("{s:s, s:o, s:s, s:s?}", "code", code,
+	    "line", line ? json_integer(line) : json_null(), "message", msg, "param", param));
 }
 
 /* Reads the next complete lines after w->offset into w->buf; returns the

@@ -210,6 +210,14 @@ test('model_not_found: with --model, a batch naming another model fails validati
   assert.deepEqual(ok.request_counts, { total: 2, completed: 2, failed: 0 });
 });
 
+test('an input whose bytes are gone (damage behind the daemon\'s back): failed, file_not_found, line null', async () => {
+  const f = await uploadOk(d.base, jsonl([L('gone-1')]), { key: KEY });
+  fs.unlinkSync(path.join(d.dataDir, 'files', f.id));
+  const b0 = await createBatchOk(d.base, f.id, { key: KEY });
+  const b = await waitBatch(d.base, b0.id, { key: KEY, timeoutMs: 20000 });
+  assertFailed(b, [{ code: 'file_not_found', line: null, param: 'input_file_id' }]);
+});
+
 // Sends a multipart upload over a raw socket, ignoring write errors, and
 // reads whatever the daemon answers: what it sends, whether or not a client
 // that is still writing the body gets to read it.
