@@ -363,7 +363,7 @@ del_apply(struct store_txn *t, struct wr_op *op)
 	rc = batch_input_in_use(t, d->f.id, d->by);
 	if (rc)
 		return rc < 0 ? rc : 0;
-	return files_delete(t, &d->f);
+	return files_retire(t, &d->f, sl_wall_ms());
 }
 
 static void

@@ -1066,14 +1066,24 @@ sweep_apply(struct store_txn *t, struct wr_op *op)
 	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
 
 	for (size_t i = 0; i < s->n; i++) {
+		struct sl_file now; /* the record as this transaction sees it */
 		int rc;
 
 		s->deleted[i] = false; /* outputs reset: the batch may be applied again */
+		if (s->f[i].deleted) {
+			/* A tombstone past its day: the bytes went with the file. */
+			rc = files_delete(t, &s->f[i]);
+			if (rc && rc != SL_ENOTFOUND)
+				return rc;
+			continue;
+		}
 		if (batch_input_in_use(t, s->f[i].id, NULL) != 0)
 			continue;
-		rc = files_delete(t, &s->f[i]);
+		rc = files_get(t, s->f[i].id, &now);
 		if (rc == SL_ENOTFOUND)
 			continue; /* deleted through the API meanwhile */
+		if (!rc)
+			rc = files_retire(t, &now, sl_wall_ms());
 		if (rc)
 			return rc;
 		s->deleted[i] = true;

@@ -139,12 +139,14 @@ decode(const char *id, const void *data, size_t len, struct sl_file *f)
 	f->created_ms = (uint64_t)json_integer_value(json_object_get(o, "_created_ms"));
 	f->expires_s = (uint64_t)json_integer_value(json_object_get(o, "expires_at"));
 	f->lines = (uint64_t)json_integer_value(json_object_get(o, "_lines"));
+	f->deleted = json_is_true(json_object_get(o, "_deleted"));
 	json_decref(o);
 	return 0;
 }
 
-int
-files_get(struct store_txn *t, const char *id, struct sl_file *out)
+/* files_get, tombstones included. */
+static int
+get_any(struct store_txn *t, const char *id, struct sl_file *out)
 {
 	const void *data;
 	size_t len, n = strlen(id);
@@ -159,6 +161,14 @@ files_get(struct store_txn *t, const char *id, struct sl_file *out)
 }
 
 int
+files_get(struct store_txn *t, const char *id, struct sl_file *out)
+{
+	int rc = get_any(t, id, out);
+
+	return rc == 0 && out->deleted ? SL_ENOTFOUND : rc;
+}
+
+int
 files_get_live(struct store_txn *t, const char *id, const char *tenant, uint64_t now_ms,
     struct sl_file *out)
 {
@@ -167,6 +177,28 @@ files_get_live(struct store_txn *t, const char *id, const char *tenant, uint64_t
 	if (rc == 0 && (strcmp(out->tenant, tenant) != 0 || files_expired(out, now_ms)))
 		rc = SL_ENOTFOUND; /* an expired file is gone; the sweep deletes it */
 	return rc;
+}
+
+int
+files_retire(struct store_txn *t, const struct sl_file *f, uint64_t now_ms)
+{
+	unsigned char k[INDEX_KEY_MAX];
+	json_t *o = json_pack("{s:b, s:s, s:I, s:I}", "_deleted", 1, "_tenant", f->tenant,
+	    "_created_ms", (json_int_t)f->created_ms, "expires_at",
+	    (json_int_t)(now_ms / 1000 + FILE_TOMBSTONE_S));
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	int rc;
+
+	json_decref(o);
+	if (!s)
+		return -ENOMEM;
+	rc = store_table_put(t, STORE_T_FILES, f->id, strlen(f->id), s, strlen(s));
+	free(s);
+	if (rc)
+		return rc;
+	rc = store_table_del(t, STORE_T_FILE_INDEX, k,
+	    index_key(k, f->tenant, f->created_ms, f->id));
+	return rc == SL_ENOTFOUND ? 0 : rc;
 }
 
 int
@@ -229,7 +261,8 @@ files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
 	memcpy(padded, tenant, strnlen(tenant, JOB_TENANT_LEN));
 	if (after && *after) {
 		struct sl_file a;
-		rc = files_get(t, after, &a);
+		/* A file deleted since the last page still marks its place. */
+		rc = get_any(t, after, &a);
 		if (rc)
 			return rc;
 		flen = index_key(from, tenant, a.created_ms, a.id);

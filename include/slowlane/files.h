@@ -27,7 +27,12 @@ struct sl_file {
 	uint64_t lines;              /* JSONL lines (uploads) */
 	char filename[FILE_NAME_MAX + 1];
 	char purpose[32];            /* "batch", "batch_output", ... */
+	bool deleted;                /* a tombstone (files_retire) */
 };
+
+/* How long a deleted file's tombstone stays: a list paging with it as
+ * `after` still finds its place (the SDKs' delete-while-listing loop). */
+#define FILE_TOMBSTONE_S (24 * 3600)
 
 /* Whether an upload's bytes, seen in pieces, are JSON-object lines: each
  * non-blank line starts with '{' and ends with '}' (full JSON is checked
@@ -67,13 +72,18 @@ files_expired(const struct sl_file *f, uint64_t now_ms)
 }
 
 /* Record and index. get: 0, SL_ENOTFOUND, SL_ECORRUPT. get returns expired
- * files too (the caller decides, with files_expired). */
+ * files too (the caller decides, with files_expired), never tombstones. */
 int files_put(struct store_txn *t, const struct sl_file *f);
 int files_get(struct store_txn *t, const char *id, struct sl_file *out);
 /* files_get as the API sees it: SL_ENOTFOUND also for another tenant's file
  * and for one expired at `now_ms`. */
 int files_get_live(struct store_txn *t, const char *id, const char *tenant, uint64_t now_ms,
     struct sl_file *out);
+/* Deletes `f`'s listing entry and turns its record into a tombstone that
+ * expires FILE_TOMBSTONE_S after `now_ms` (the caller removes the bytes
+ * after the commit). */
+int files_retire(struct store_txn *t, const struct sl_file *f, uint64_t now_ms);
+/* Deletes the record (file or tombstone) and the listing entry. */
 int files_delete(struct store_txn *t, const struct sl_file *f);
 
 /* The API's file object (without the tenant). New reference. */
@@ -87,7 +97,7 @@ int files_list(struct store_txn *t, const char *tenant, const char *after, bool 
     const char *purpose, uint64_t now_ms, size_t limit, struct sl_file *out, size_t *n,
     bool *has_more);
 
-/* Up to `cap` files of any tenant expired at `now_ms`, into out[] (*n of
+/* Up to `cap` files (and tombstones, `deleted`) of any tenant expired at `now_ms`, into out[] (*n of
  * them). Walks every file record: O(files), which is O(batches), never
  * O(jobs); the batch engine runs it once a minute. Returns 0 or a store
  * error. */

@@ -30,7 +30,7 @@ before(async () => {
   d = await startDaemon({
     upstream: mock.url,
     args: ['--api-key', KEY, '--api-key', 'k2', '--api-key', 'klist', '--api-key', 'kfiles',
-      '--api-key', 'kidem', '--api-key', 'kidem2', '--api-key', 'kidem3', '--concurrency', '8', '--max-attempts', '2', '--retry-base', '100ms'],
+      '--api-key', 'kidem', '--api-key', 'kidem2', '--api-key', 'kidem3', '--api-key', 'kdel', '--concurrency', '8', '--max-attempts', '2', '--retry-base', '100ms'],
   });
 });
 
@@ -463,6 +463,28 @@ test('SDK: files.list, retrieve, content and delete; files are owned by their ke
   const after = [];
   for await (const f of c.files.list()) after.push(f.id);
   assert.deepEqual(after, made.filter((_, i) => i !== 1).map((f) => f.id).reverse());
+});
+
+test('SDK: deleting every file while auto-paginating files.list (limit 2): no page is lost, nothing left', async () => {
+  const c = client(d.base, 'kdel');
+  const made = [];
+  for (let i = 0; i < 7; i++)
+    made.push((await c.files.create({ file: await sdk.toFile(Buffer.from(jsonl([chatLine(`del-${i}`, 'x')])), `del-${i}.jsonl`), purpose: 'batch' })).id);
+  const seen = [];
+  for await (const f of c.files.list({ limit: 2 })) {
+    seen.push(f.id);
+    await c.files.delete(f.id); // the page's last id is gone when the SDK asks for the next
+  }
+  assert.deepEqual([...seen].sort(), [...made].sort(), 'every file listed once, then deleted');
+  assert.deepEqual((await c.files.list()).data, [], 'none left');
+  // ascending too, and a deleted file as `after` is still a place, not an error
+  const more = [];
+  for (let i = 0; i < 3; i++)
+    more.push((await c.files.create({ file: await sdk.toFile(Buffer.from(jsonl([chatLine(`asc-${i}`, 'x')])), `asc-${i}.jsonl`), purpose: 'batch' })).id);
+  const page = await c.files.list({ after: made[0], order: 'asc' });
+  assert.deepEqual(page.data.map((f) => f.id), more, 'after a deleted file: the ones made after it');
+  await assert.rejects(c.files.retrieve(made[0]), (e) => e.status === 404, 'a deleted file is gone');
+  await assert.rejects(c.files.delete(made[0]), (e) => e.status === 404, 'and cannot be deleted twice');
 });
 
 test('Idempotency-Key on POST /v1/files: same request -> the first answer, other bytes -> 409', async () => {
