@@ -93,25 +93,35 @@ files_json(const struct sl_file *f)
 	return o;
 }
 
+/* Writes record `o` (a new reference, taken; NULL: out of memory) of file
+ * `id`. */
+static int
+put_record(struct store_txn *t, const char *id, json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	int rc;
+
+	json_decref(o);
+	if (!s)
+		return -ENOMEM;
+	rc = store_table_put(t, STORE_T_FILES, id, strlen(id), s, strlen(s));
+	free(s);
+	return rc;
+}
+
 int
 files_put(struct store_txn *t, const struct sl_file *f)
 {
 	unsigned char k[INDEX_KEY_MAX];
 	json_t *o = files_json(f);
-	char *s;
 	int rc;
 
-	if (!o)
-		return -ENOMEM;
-	json_object_set_new(o, "_tenant", json_string(f->tenant));
-	json_object_set_new(o, "_lines", json_integer((json_int_t)f->lines));
-	json_object_set_new(o, "_created_ms", json_integer((json_int_t)f->created_ms));
-	s = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (!s)
-		return -ENOMEM;
-	rc = store_table_put(t, STORE_T_FILES, f->id, strlen(f->id), s, strlen(s));
-	free(s);
+	if (o) {
+		json_object_set_new(o, "_tenant", json_string(f->tenant));
+		json_object_set_new(o, "_lines", json_integer((json_int_t)f->lines));
+		json_object_set_new(o, "_created_ms", json_integer((json_int_t)f->created_ms));
+	}
+	rc = put_record(t, f->id, o);
 	if (rc)
 		return rc;
 	return store_table_put(t, STORE_T_FILE_INDEX, k,
@@ -183,17 +193,10 @@ int
 files_retire(struct store_txn *t, const struct sl_file *f, uint64_t now_ms)
 {
 	unsigned char k[INDEX_KEY_MAX];
-	json_t *o = json_pack("{s:b, s:s, s:I, s:I}", "_deleted", 1, "_tenant", f->tenant,
-	    "_created_ms", (json_int_t)f->created_ms, "expires_at",
-	    (json_int_t)(now_ms / 1000 + FILE_TOMBSTONE_S));
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	int rc;
+	int rc = put_record(t, f->id, json_pack("{s:b, s:s, s:I, s:I}", "_deleted", 1,
+	    "_tenant", f->tenant, "_created_ms", (json_int_t)f->created_ms, "expires_at",
+	    (json_int_t)(now_ms / 1000 + FILE_TOMBSTONE_S)));
 
-	json_decref(o);
-	if (!s)
-		return -ENOMEM;
-	rc = store_table_put(t, STORE_T_FILES, f->id, strlen(f->id), s, strlen(s));
-	free(s);
 	if (rc)
 		return rc;
 	rc = store_table_del(t, STORE_T_FILE_INDEX, k,
