@@ -96,22 +96,27 @@ queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
 		const void *body;
 		size_t len;
 
+		/* A ready entry without its Queued job is a damaged index: a
+		 * hard error, so that the writer drops this op's earlier claims
+		 * with it (a soft one would commit them, owned by nobody). */
 		rc = store_job_get(t, ids[i], &old);
 		if (rc)
-			return rc;
+			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
 		j = old;
 		rc = job_claim(&j, now_ms, new_attempt_id(), now_ms + lease_ms);
 		if (rc)
-			return rc; /* in ready but not Queued: corrupt index */
+			return SL_ECORRUPT;
 		rc = store_job_put(t, &old, &j);
 		if (rc)
 			return rc;
 		rc = store_body_get(t, j.id, &body, &len);
 		if (rc)
-			return rc;
+			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
 		(*claimed)++;
-		if (cb && cb(arg, &j, body, len))
-			break;
+		/* The callback owns the claimed job from here; if it cannot,
+		 * the whole op fails rather than leave one claimed by nobody. */
+		if (cb && (rc = cb(arg, &j, body, len)) != 0)
+			return rc;
 	}
 	return 0;
 }
@@ -171,8 +176,8 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 		bool was_in_progress;
 
 		rc = store_job_get(t, ids[i], &old);
-		if (rc)
-			return rc;
+		if (rc) /* hard, as in queue_claim: no half-applied op */
+			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
 		j = old;
 		was_in_progress = old.state == JOB_IN_PROGRESS;
 		if (job_end(&j, now_ms))
@@ -239,7 +244,8 @@ queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
 }
 
 int
-queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms)
+queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms,
+    bool called)
 {
 	struct job old, j;
 	int rc;
@@ -251,6 +257,14 @@ queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t
 		return SL_ESTALE;
 	j = old;
 	job_release(&j, now_ms);
+	if (!called) {
+		/* Claimed ahead, never called: as if it had not been claimed, so
+		 * pauses and restarts do not use up --max-attempts. */
+		if (j.attempts > 0)
+			j.attempts--;
+		job_set_message(&j, "Queued");
+		return store_job_put(t, &old, &j);
+	}
 	job_set_message(&j, "Requeued at shutdown");
 	rc = record_attempt(t, &old, now_ms, 0, "interrupted: requeued at shutdown");
 	return rc ? rc : store_job_put(t, &old, &j);

@@ -61,6 +61,7 @@ struct attempt {
 	struct sched *s;
 	struct attempt *prev, *next; /* in one alist: ahead, active or parked */
 	ev_tstamp started;    /* when its call started */
+	bool called;          /* its call started: a release counts the attempt */
 	char id[SL_ID_LEN + 1];
 	uint64_t attempt_id;
 	uint32_t attempts;    /* including this one */
@@ -201,7 +202,9 @@ launch(struct sched *s)
 		alist_push(&s->active, a);
 		a->started = ev_now(s->loop);
 		s->stats.started++;
+		a->called = true; /* before: a call may end inside start() */
 		if (s->be->ops->start(s->be, &a->call) != 0) {
+			a->called = false;
 			alist_remove(&s->active, a);
 			release(s, a);
 		}
@@ -500,7 +503,7 @@ release_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct attempt *a = SL_CONTAINER_OF(op, struct attempt, op);
 
-	return queue_release(t, a->id, a->attempt_id, sl_wall_ms());
+	return queue_release(t, a->id, a->attempt_id, sl_wall_ms(), a->called);
 }
 
 static void
@@ -538,7 +541,8 @@ claim_done(struct wr_op *op)
 	s->reserved -= c->max;
 	s->claim_s = ewma(s->claim_s, ev_now(s->loop) - c->sent);
 	if (op->rc) {
-		log_error("sched: claim failed: %s", sl_strerror(op->rc));
+		log_error("sched: claim failed: %s%s", sl_strerror(op->rc), op->rc == SL_ECORRUPT
+		    ? " (an index disagrees with its job: run slowlanectl check --repair)" : "");
 		claim_reset(c);
 		c->next_due_ms = sl_wall_ms() + 1000; /* try again on the tick */
 	}

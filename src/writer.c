@@ -92,6 +92,7 @@ struct writer {
 	struct wr_op *done, **done_tail;   /* guarded by mu */
 	int stopping;                      /* guarded by mu */
 	struct wr_op *failed;              /* writer thread: ops taken out */
+	bool gave_up;                      /* writer thread: submits left to the journal */
 	atomic_uint pending;               /* submitted, done not yet run */
 	atomic_uint_fast64_t commits, ops, journaled, appends;
 	atomic_size_t unstored, unstored_n; /* journaled, not yet stored: bytes, submits */
@@ -172,7 +173,8 @@ static void finish_batch(struct writer *w, struct wr_op *batch, int rc);
  * caller retries the must ops alone; after a pause if nothing was freed.
  * `tries` counts the attempts, for the log. Returns false, giving up, if
  * the writer is stopping: the submits stay in the journal, and the next
- * start stores them (docs/JOURNAL.md).
+ * start stores them (docs/JOURNAL.md); so do all journaled after them
+ * (gave_up, stored_apply), or journal_seq would pass them.
  */
 static bool
 make_room(struct writer *w, struct wr_op **batchp, int rc, unsigned tries)
@@ -202,7 +204,8 @@ make_room(struct writer *w, struct wr_op **batchp, int rc, unsigned tries)
 		*pp = op->next;
 		if (!*pp)
 			w->queue_tail = pp;
-		w->queued_direct--;
+		if (!(op->lazy && w->linger_bytes) && w->queued_direct)
+			w->queued_direct--; /* a lingering op was not counted */
 		op->next = NULL;
 		*ftail = op;
 		ftail = &op->next;
@@ -217,8 +220,10 @@ make_room(struct writer *w, struct wr_op **batchp, int rc, unsigned tries)
 	if (frees)
 		finish_batch(w, frees, apply_batch(w, &frees));
 	ev_async_send(w->loop, &w->wake);
-	if (stopping)
+	if (stopping) {
+		w->gave_up = true;
 		return false;
+	}
 	if (!frees)
 		usleep(100 * 1000);
 	return true;
@@ -433,6 +438,11 @@ stored_apply(struct store_txn *t, struct wr_op *op)
 	struct stored_op *so = SL_CONTAINER_OF(op, struct stored_op, op);
 	int rc = 0;
 
+	/* Submits journaled after some that make_room left to the journal must
+	 * stay there too: storing them would move journal_seq past the earlier
+	 * ones, and the next start replays only what lies past journal_seq. */
+	if (so->w->gave_up)
+		return SL_EFULL;
 	for (size_t i = 0; rc == 0 && i < so->n; i++) {
 		size_t len;
 		const void *rec = intake_ref_data(so->held[i], &len);

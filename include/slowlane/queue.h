@@ -23,13 +23,17 @@ int queue_insert(struct store_txn *t, const struct job *j, const void *body, siz
  * nearly-full refusal, the headroom is there for it. */
 int queue_insert_acked(struct store_txn *t, const struct job *j, const void *body, size_t len);
 
-/* Called for each claimed job; `body` is valid only during the call.
- * Returning non-zero stops the claim (the job is still claimed). */
+/* Called for each claimed job; `body` is valid only during the call. It
+ * takes charge of the job; a non-zero return (it cannot: out of memory)
+ * makes queue_claim fail with that value, and the op's transaction must
+ * then be dropped (the writer does). */
 typedef int (*queue_claim_fn)(void *arg, const struct job *j, const void *body, size_t len);
 
 /* Moves up to `max` due Queued jobs to In Progress, each with a fresh random
  * attempt id and a lease ending at now + lease_ms. *claimed gets the count,
- * *next_due_ms the due time of the next Queued job (UINT64_MAX if none). */
+ * *next_due_ms the due time of the next Queued job (UINT64_MAX if none).
+ * Returns 0, the callback's error, SL_ECORRUPT (a ready entry without its
+ * Queued job or body: `slowlanectl check --repair`) or a store error. */
 int queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
     queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms);
 
@@ -63,9 +67,13 @@ int queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
  * call again until it is 0. */
 int queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n);
 
-/* Puts job `id` back to Queued if it is still on attempt `attempt_id`
- * (clean shutdown). Returns 0 or SL_ESTALE. */
-int queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms);
+/* Puts job `id` back to Queued if it is still on attempt `attempt_id`:
+ * a shutdown or a pause gives back what it claimed. `called`: its call had
+ * started (a shutdown's grace ran out), so the attempt counts and goes in
+ * its history; otherwise the claim is undone, the attempt not counted.
+ * Returns 0, SL_ESTALE (the job moved on), SL_ENOTFOUND or a store error. */
+int queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms,
+    bool called);
 
 /* Ends a Queued or In Progress job as Failed with `message`. Returns 0,
  * SL_ENOTFOUND, or SL_ESTALE if it had already ended. */

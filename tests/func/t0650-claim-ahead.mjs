@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import {
   startMock, startDaemon, submitOk, healthz, sleep, chatBody, mapLimit, TIME_SCALE,
 } from './lib.mjs';
+import { ctl } from '../torture/tlib.mjs';
 
 const CHAT = '/v1/slow/chat/completions';
 const mocks = [];
@@ -115,4 +116,13 @@ test('pause and SIGTERM give the jobs claimed ahead back, uncalled', async () =>
   assert.equal(st2.calls, N);
   assertEachCalledOnce(st2, 'pause', N);
   await d.term();
+  // A job given back uncalled was not attempted: each job, called once,
+  // counts one attempt (found: every pause and stop counted one more for
+  // the jobs claimed ahead, using up --max-attempts with no call made).
+  const ls = ctl(d.dataDir, ['--json', 'ls', '--limit', '0']);
+  assert.equal(ls.status, 0, ls.stderr);
+  const rows = JSON.parse(ls.stdout);
+  assert.equal(rows.length, N);
+  const more = rows.filter((r) => r.attempts !== 1).map((r) => `${r.id}: ${r.attempts}`);
+  assert.deepEqual(more.slice(0, 5), [], `${more.length} jobs count more than their one call`);
 });
