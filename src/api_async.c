@@ -5,9 +5,10 @@
  * The path of one submit: libmicrohttpd has collected the body (capped);
  * the handler checks the key, validates the body (pure code), builds the
  * job(s) and hands one insert op to the writer; the connection stays
- * suspended. When the commit holding every job of the request has synced,
- * insert_done() answers and tells the scheduler. Nothing is acknowledged
- * before the sync, and a group is stored whole or not at all.
+ * suspended. When every job of the request is durable (the journal append
+ * that holds them synced, or the commit), insert_done() answers and tells
+ * the scheduler. Nothing is acknowledged before the sync, and a group is
+ * journaled and stored whole or not at all.
  */
 #include "config.h"
 

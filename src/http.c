@@ -1,7 +1,7 @@
 /*
  * http.c - libmicrohttpd inside the libev loop (see http.h).
  *
- * Integration (NOTES.md, MHD's suspend_resume_epoll example): MHD runs with
+ * Integration (the team's ../shared/NOTES.md, MHD's suspend_resume_epoll example): MHD runs with
  * MHD_USE_EPOLL and no thread; an ev_io watches its epoll fd and an
  * ev_timer follows MHD_get_timeout(). A handler that does not answer at
  * once leaves its connection suspended; http_reply() queues the request on
@@ -101,8 +101,6 @@ static void http_run(struct http_server *srv);
 
 /* ---- request accessors ---- */
 
-const char *http_req_method(const struct http_req *r) { return r->method; }
-const char *http_req_path(const struct http_req *r) { return r->path; }
 void http_req_set_data(struct http_req *r, void *data) { r->data = data; }
 void *http_req_data(const struct http_req *r) { return r->data; }
 void http_req_set_cleanup(struct http_req *r, void (*fn)(void *)) { r->cleanup = fn; }

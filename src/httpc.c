@@ -2,8 +2,8 @@
  * httpc.c - libcurl multi driven by the libev loop (see httpc.h).
  *
  * Glue: CURLMOPT_SOCKETFUNCTION keeps one ev_io per socket curl asks us to
- * watch; CURLMOPT_TIMERFUNCTION arms one ev_timer. Pitfalls handled (see
- * NOTES.md): curl's timeout is in milliseconds and must not be divided as
+ * watch; CURLMOPT_TIMERFUNCTION arms one ev_timer. Pitfalls handled (the
+ * team's ../shared/NOTES.md): curl's timeout is in milliseconds and must not be divided as
  * an integer; we never call curl from inside its own callbacks; on
  * CURL_POLL_REMOVE the watcher is stopped and unassigned. Connections stay
  * alive in the multi handle's pool between requests. The private-address
@@ -55,6 +55,7 @@ struct xfer {
 	unsigned requests; /* times curl was about to send the request */
 	bool refused;
 	bool no_resend;   /* curl wanted to send the body a second time */
+	bool oom;         /* the answer could not be buffered: out of memory */
 	char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -136,8 +137,12 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 	/* Returning less than given makes curl fail with CURLE_WRITE_ERROR:
 	 * that is how the response cap is enforced. */
-	if (sl_buf_append(&x->resp, data, size * nmemb))
+	int rc = sl_buf_append(&x->resp, data, size * nmemb);
+
+	if (rc) {
+		x->oom = rc == -ENOMEM; /* a retry, not a too-large answer */
 		return 0;
+	}
 	return size * nmemb;
 }
 
@@ -261,7 +266,7 @@ fault_of(const struct xfer *x, CURLcode code)
 	switch (code) {
 	case CURLE_OK: return HTTPC_OK;
 	case CURLE_OPERATION_TIMEDOUT: return HTTPC_TIMEOUT;
-	case CURLE_WRITE_ERROR: return HTTPC_TOO_LARGE;
+	case CURLE_WRITE_ERROR: return x->oom ? HTTPC_CONNECT : HTTPC_TOO_LARGE;
 	default: return HTTPC_CONNECT;
 	}
 }
@@ -292,6 +297,7 @@ check_done(struct httpc *c)
 		res.detail = x->refused ? "target address is not allowed (private or loopback)"
 		    : x->no_resend ? "connection closed before any answer (the request may "
 		      "have been received; not resent within this attempt)"
+		    : x->oom ? "out of memory while reading the answer"
 		    : x->errbuf[0] ? x->errbuf : curl_easy_strerror(msg->data.result);
 		req->impl = NULL;
 		req->done(req, &res);
@@ -386,12 +392,15 @@ httpc_new(struct ev_loop *loop, unsigned max_connections, struct httpc **out)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -ENOMEM;
 	c = calloc(1, sizeof *c);
-	if (!c)
+	if (!c) {
+		curl_global_cleanup();
 		return -ENOMEM;
+	}
 	c->loop = loop;
 	c->multi = curl_multi_init();
 	if (!c->multi) {
 		free(c);
+		curl_global_cleanup();
 		return -ENOMEM;
 	}
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);

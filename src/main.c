@@ -375,6 +375,7 @@ static void
 teardown(struct daemon *d)
 {
 	struct writer_stats ws = { 0 };
+	uint64_t submitted;
 
 	if (d->wr) {
 		writer_get_stats(d->wr, &ws);
@@ -389,6 +390,7 @@ teardown(struct daemon *d)
 		batchrun_stop(d->br);
 	batchrun_free(d->br);
 	sched_free(d->sc);
+	submitted = d->api ? api_submitted(d->api) : 0;
 	api_free(d->api);
 	if (d->be)
 		d->be->ops->free(d->be);
@@ -398,8 +400,9 @@ teardown(struct daemon *d)
 		close(d->dir_lock);
 	intake_free(d->in);
 	if (d->loop)
-		log_info("stopped: %llu commits, %llu store operations, %llu submits journaled "
-		    "in %llu appends", (unsigned long long)ws.commits, (unsigned long long)ws.ops,
+		log_info("stopped: %llu submits answered; %llu commits, %llu store operations, "
+		    "%llu submits journaled in %llu appends", (unsigned long long)submitted,
+		    (unsigned long long)ws.commits, (unsigned long long)ws.ops,
 		    (unsigned long long)ws.journaled, (unsigned long long)ws.appends);
 	config_release(&d->cfg);
 }

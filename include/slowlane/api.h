@@ -1,7 +1,8 @@
 /*
  * api.h - the HTTP API of section 1 and 5 of API.md: submit, poll, models,
  * health. Handlers validate (validate.h), write through the writer, and
- * answer only after the commit that holds the job.
+ * answer only once the job is durable: its journal append synced, or the
+ * commit that holds it returned (writer.h).
  *
  * Threads: loop thread only.
  */

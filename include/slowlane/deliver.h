@@ -41,7 +41,6 @@ void deliver_start(struct deliver *d);
 /* Stops sending; deliveries in flight are abandoned (they stay in the
  * outbox and go out again at the next start). */
 void deliver_stop(struct deliver *d);
-void deliver_get_stats(const struct deliver *d, struct deliver_stats *out);
 /* deliver_free(NULL) is a no-op; call after deliver_stop. */
 void deliver_free(struct deliver *d);
 

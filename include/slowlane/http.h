@@ -64,8 +64,6 @@ unsigned http_suspended(const struct http_server *srv);
 
 /* ---- the request, valid until it is answered ---- */
 
-const char *http_req_method(const struct http_req *r);
-const char *http_req_path(const struct http_req *r);
 /* The i-th '*' segment of the matched pattern, or NULL. */
 const char *http_req_capture(const struct http_req *r, unsigned i);
 /* A request header (case-insensitive), or NULL. */

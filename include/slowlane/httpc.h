@@ -15,7 +15,7 @@
 
 enum httpc_fault {
 	HTTPC_OK = 0,      /* an HTTP answer arrived (any status) */
-	HTTPC_CONNECT,     /* could not connect, or the connection broke */
+	HTTPC_CONNECT,     /* could not connect, the connection broke, or no memory for the answer */
 	HTTPC_TIMEOUT,     /* no complete answer in time */
 	HTTPC_TOO_LARGE,   /* the answer exceeded max_response */
 	HTTPC_REFUSED,     /* the target address is not allowed (guard) */

@@ -85,7 +85,7 @@ static inline bool job_in_ready(const struct job *j) { return j->state == JOB_QU
 static inline bool job_in_inflight(const struct job *j) { return j->state == JOB_IN_PROGRESS; }
 static inline bool job_in_expiry(const struct job *j) { return !job_is_final(j->state); }
 
-/* Sets state and message (truncated, formatted). */
+/* Sets the message (formatted, truncated to fit); the state is left alone. */
 void job_set_message(struct job *j, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

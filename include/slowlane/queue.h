@@ -16,8 +16,9 @@
 #include "slowlane/store.h"
 
 /* Stores a new job (state must be Queued) and its request body.
- * Returns 0, SL_EFULL (also when the map is over 90% used: see
- * store_nearly_full) or SL_ESTORE. */
+ * Returns 0, SL_EINVAL (not Queued), SL_EFULL (also when what is left of
+ * the map would not hold the reserve and the results of every unfinished
+ * job: store_nearly_full) or SL_ESTORE. */
 int queue_insert(struct store_txn *t, const struct job *j, const void *body, size_t len);
 /* The same for a job already acknowledged (applied from the journal): no
  * nearly-full refusal, the headroom is there for it. */

@@ -6,8 +6,9 @@
  * applies them all inside one write transaction,
  * commits once with a sync, and hands the batch back to the loop thread,
  * where each op's `done` runs. So many submits share one fsync, a sync never
- * stalls the loop, and nothing is acknowledged before the commit holding it
- * has returned.
+ * stalls the loop, and nothing is acknowledged before it is durable: an op
+ * the journal lane takes is done once its journal append has synced, any
+ * other once the commit holding it has returned.
  */
 #ifndef SLOWLANE_WRITER_H
 #define SLOWLANE_WRITER_H
