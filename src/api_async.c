@@ -224,14 +224,14 @@ build_job(struct api *a, const char *tenant, enum job_kind kind, const struct va
  * answer (or 409 for another request) and returns true; else notes the key
  * in `s` for insert_apply and returns false. */
 static bool
-idem_begin(struct api *a, struct http_req *r, const char *tenant, const char *body, size_t len,
-    struct insert_op *s)
+idem_begin(struct api *a, struct http_req *r, const char *endpoint, const char *tenant,
+    const char *body, size_t len, struct insert_op *s)
 {
 	const char *key = http_req_header(r, "Idempotency-Key");
 
 	if (!key || !*key)
 		return false;
-	sl_sha256_hex(body, len, s->digest);
+	api_idem_digest(endpoint, body, len, s->digest);
 	if (api_idem_replay(a, r, tenant, key, s->digest))
 		return true;
 	snprintf(s->idem, sizeof s->idem, "%s", key);
@@ -258,7 +258,8 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 		return;
 	}
 	s->body = http_req_body(r, &s->body_len);
-	if (idem_begin(a, r, tenant, s->body, s->body_len, s) ||
+	if (idem_begin(a, r, kind == JOB_CHAT ? "chat.completions" : "completions", tenant,
+	    s->body, s->body_len, s) ||
 	    api_over_queue_limit(a, r, tenant, 1)) {
 		insert_free(s);
 		return;
@@ -404,7 +405,8 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		sl_error_set(&err, 503, "server_error", NULL, NULL, "Out of memory.");
 		goto fail;
 	}
-	if (idem_begin(a, r, tenant, body, len, s) || api_over_queue_limit(a, r, tenant, n)) {
+	if (idem_begin(a, r, kind == JOB_CHAT ? "group.chat.completions" : "group.completions",
+	    tenant, body, len, s) || api_over_queue_limit(a, r, tenant, n)) {
 		insert_free(s);
 		json_decref(root);
 		return;

@@ -272,7 +272,7 @@ api_h_batch_create(struct http_req *r, void *ctx)
 		bad(r, NULL, "invalid_json", "The body must be a JSON object.");
 		return;
 	}
-	sl_sha256_hex(body, len, digest);
+	api_idem_digest("batches", body, len, digest);
 	if (api_idem_replay(a, r, tenant, key, digest)) {
 		json_decref(in);
 		return;

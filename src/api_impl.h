@@ -62,6 +62,12 @@ bool api_authenticate(struct api *a, struct http_req *r, char tenant[JOB_TENANT_
  * when the request is the same (`same`; http takes `answer`), else 409
  * idempotency_key_reused (and frees it). */
 void api_idem_answer(struct http_req *r, char *answer, bool same);
+/* What an Idempotency-Key record holds of the request: the SHA-256 (hex)
+ * of its endpoint and its body, so that one key names one request, and
+ * the same key and body sent to another endpoint is another request (409).
+ * `endpoint` names what the request does, so aliases share it
+ * (/v1/slow/chat/completions and /v1/async/chat/completions). */
+void api_idem_digest(const char *endpoint, const void *body, size_t len, char out[65]);
 bool api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
     const char *digest);
 /* Parses a `limit` query value (NULL keeps *out) in 1..max. Returns false

@@ -198,7 +198,7 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 	o->action = WH_CREATE;
 	key = http_req_header(r, "Idempotency-Key");
 	if (key && *key) {
-		sl_sha256_hex(body, len, o->digest);
+		api_idem_digest("webhooks", body, len, o->digest);
 		if (api_idem_replay(a, r, tenant, key, o->digest)) {
 			free(o);
 			goto out;

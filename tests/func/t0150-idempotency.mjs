@@ -51,6 +51,14 @@ test('single submits: a retry with the same key and body gets the first answer a
   const e = errorOf(c);
   assert.equal(e.code, 'idempotency_key_reused');
   assert.equal(e.param, 'Idempotency-Key');
+  // one key names one request: the same key and body sent to another
+  // endpoint is another request (found: POST /v1/batches answered with
+  // this chat.completion)
+  for (const p of ['/v1/slow/completions', '/v1/batches']) {
+    const o = await post(p, body, { idem: 'single-1' });
+    assert.equal(o.status, 409, `${p}: ${o.text}`);
+    assert.equal(errorOf(o).code, 'idempotency_key_reused', p);
+  }
   // keys are per API key: K2's 'single-1' is its own
   const k2 = await post('/v1/slow/chat/completions', body, { key: K2, idem: 'single-1' });
   assert.equal(k2.status, 200, k2.text);
