@@ -36,6 +36,7 @@ struct upload {
 	char tmp[4096];
 	int fd;
 	bool have_file, write_failed;
+	bool second_file;     /* a second `file` part came */
 	struct files_jsonl scan; /* are the bytes JSONL? */
 	struct sl_sha256 *hash;
 	char purpose[FIELD_MAX], anchor[FIELD_MAX], seconds[FIELD_MAX];
@@ -94,9 +95,26 @@ upload_of(struct http_req *r, struct api *a)
 	return u;
 }
 
+/* Cuts a character that a truncation left unfinished off the end of `s`. */
+static void
+trim_partial_utf8(char *s)
+{
+	size_t n = strlen(s), i = n, want;
+	unsigned char lead;
+
+	while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i == 0 || (unsigned char)s[i - 1] < 0xc0)
+		return;
+	lead = (unsigned char)s[i - 1];
+	want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+	if (n - (i - 1) < want)
+		s[i - 1] = '\0';
+}
+
 int
 api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *filename,
-    const char *data, size_t len)
+    const char *data, uint64_t off, size_t len)
 {
 	struct api *a = ctx;
 	struct upload *u = upload_of(r, a);
@@ -110,11 +128,17 @@ api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *
 	} else if (strcmp(field, "expires_after[seconds]") == 0) {
 		append_field(u->seconds, data, len);
 	} else if (strcmp(field, "file") == 0) {
+		if (u->have_file && off == 0 && u->f.bytes > 0) {
+			/* A second `file` part: OpenAI takes exactly one. */
+			u->second_file = true;
+			return 1;
+		}
 		if (!u->have_file) {
 			char rnd[17];
 			u->have_file = true;
 			snprintf(u->f.filename, sizeof u->f.filename, "%s",
 			    filename && *filename ? filename : "upload.jsonl");
+			trim_partial_utf8(u->f.filename);
 			sl_random_id(rnd, 16);
 			snprintf(u->tmp, sizeof u->tmp, "%s/files/.upload-%s", a->data_dir, rnd);
 			u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -218,9 +242,24 @@ api_h_file_upload(struct http_req *r, void *ctx)
 		    "'purpose' field.");
 		return;
 	}
+	if (u->second_file) {
+		api_reply_err(r, 400, "invalid_request_error", "file", "invalid_value",
+		    "Upload exactly one 'file' part.");
+		return;
+	}
+	if (!files_name_ok(u->f.filename)) {
+		api_reply_err(r, 400, "invalid_request_error", "file", "invalid_value",
+		    "The file's name must be UTF-8 text without control characters.");
+		return;
+	}
 	if (u->write_failed) {
 		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
 		    "The file could not be written; nothing was stored.");
+		return;
+	}
+	if (!u->purpose[0]) {
+		api_reply_err(r, 400, "invalid_request_error", "purpose", "missing_required_parameter",
+		    "Missing required parameter: 'purpose' (\"batch\").");
 		return;
 	}
 	if (strcmp(u->purpose, "batch") != 0 && strcmp(u->purpose, "user_data") != 0) {
@@ -234,7 +273,7 @@ api_h_file_upload(struct http_req *r, void *ctx)
 		if (!jsonl) {
 			snprintf(msg, sizeof msg, !u->scan.bad_line
 			    ? "The file is empty: a batch input is JSONL, one request per line."
-			    : "The file is not JSONL: line %llu is not a JSON object.",
+			    : "The file is not JSONL: line %llu is not a JSON object in UTF-8.",
 			    (unsigned long long)u->scan.bad_line);
 			api_reply_err(r, 400, "invalid_request_error", "file", "invalid_file_format",
 			    msg);

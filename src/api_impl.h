@@ -86,7 +86,7 @@ void api_h_group_generations(struct http_req *r, void *ctx);
 /* api_files.c: the Files API. */
 void api_h_file_upload(struct http_req *r, void *ctx);
 int api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *filename,
-    const char *data, size_t len);
+    const char *data, uint64_t off, size_t len);
 void api_h_file_list(struct http_req *r, void *ctx);
 void api_h_file_get(struct http_req *r, void *ctx);
 void api_h_file_content(struct http_req *r, void *ctx);

@@ -332,11 +332,62 @@ files_jsonl_init(struct files_jsonl *s)
 	s->at_line_start = true;
 }
 
+/* Takes one byte; false if it cannot continue valid UTF-8. */
+static bool
+utf8_step(struct files_utf8 *u, unsigned char c)
+{
+	if (u->need) {
+		if (c < u->lo || c > u->hi)
+			return false;
+		u->need--;
+		u->lo = 0x80;
+		u->hi = 0xbf;
+		return true;
+	}
+	if (c < 0x80)
+		return true;
+	u->lo = 0x80;
+	u->hi = 0xbf;
+	if (c >= 0xc2 && c <= 0xdf)
+		u->need = 1;
+	else if (c >= 0xe0 && c <= 0xef) {
+		u->need = 2;
+		if (c == 0xe0)
+			u->lo = 0xa0; /* no overlong */
+		else if (c == 0xed)
+			u->hi = 0x9f; /* no surrogate */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		u->need = 3;
+		if (c == 0xf0)
+			u->lo = 0x90;
+		else if (c == 0xf4)
+			u->hi = 0x8f; /* nothing past U+10FFFF */
+	} else {
+		return false;
+	}
+	return true;
+}
+
+bool
+files_name_ok(const char *s)
+{
+	struct files_utf8 u = { 0 };
+
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f || !utf8_step(&u, (unsigned char)*s))
+			return false;
+	return u.need == 0;
+}
+
 void
 files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && !s->bad_line; i++) {
 		char c = p[i];
+		if (((unsigned char)c >= 0x80 || s->u.need) && !utf8_step(&s->u, (unsigned char)c)) {
+			s->bad_line = s->lines + 1;
+			break;
+		}
 		if (c == '\n') {
 			if (!s->at_line_start && s->last != '}')
 				s->bad_line = s->lines + 1;
@@ -357,6 +408,8 @@ files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n)
 bool
 files_jsonl_end(struct files_jsonl *s)
 {
+	if (!s->bad_line && s->u.need)
+		s->bad_line = s->lines + 1; /* cut inside a character */
 	if (!s->bad_line && !s->at_line_start) {
 		if (s->last != '}')
 			s->bad_line = s->lines + 1;

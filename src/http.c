@@ -336,7 +336,7 @@ post_iter(void *cls, enum MHD_ValueKind kind, const char *key, const char *filen
 	 * ours, so it is skipped; the part callbacks never see NULL. */
 	if (!key)
 		return MHD_YES;
-	if (r->route->part(r, r->srv->ctx, key, filename, data, size)) {
+	if (r->route->part(r, r->srv->ctx, key, filename, data, off, size)) {
 		r->stop_parts = true;
 		return MHD_NO;
 	}

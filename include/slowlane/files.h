@@ -34,17 +34,29 @@ struct sl_file {
  * `after` still finds its place (the SDKs' delete-while-listing loop). */
 #define FILE_TOMBSTONE_S (24 * 3600)
 
+/* A UTF-8 check fed a byte at a time (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF). */
+struct files_utf8 {
+	unsigned char need;   /* continuation bytes still due */
+	unsigned char lo, hi; /* the range of the next one */
+};
+
 /* Whether an upload's bytes, seen in pieces, are JSON-object lines: each
- * non-blank line starts with '{' and ends with '}' (full JSON is checked
- * when a batch validates the file; this catches a wrong file at upload).
- * Pure: no I/O. Start with files_jsonl_init, feed every piece in order,
- * then files_jsonl_end. */
+ * non-blank line starts with '{' and ends with '}', and the bytes are
+ * UTF-8 (full JSON is checked when a batch validates the file; this
+ * catches a wrong file at upload). Pure: no I/O. Start with
+ * files_jsonl_init, feed every piece in order, then files_jsonl_end. */
 struct files_jsonl {
 	uint64_t lines;       /* complete non-blank lines so far */
 	uint64_t bad_line;    /* 1-based first line that is not an object; 0 = none */
 	bool at_line_start;   /* no non-space byte yet on this line */
 	char last;            /* last non-space byte of the current line */
+	struct files_utf8 u;
 };
+
+/* True if the NUL-terminated `s` is UTF-8 without control characters (a
+ * file name as it will be shown back). */
+bool files_name_ok(const char *s);
 
 void files_jsonl_init(struct files_jsonl *s);
 void files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n);

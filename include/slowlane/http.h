@@ -25,10 +25,11 @@ struct http_server;
 typedef void (*http_handler_fn)(struct http_req *r, void *ctx);
 /* Receives a multipart/form-data (or urlencoded) body as it arrives, one
  * chunk of one field at a time (`field` never NULL: nameless parts are
- * skipped; `filename` NULL for plain fields). Return
- * non-zero to stop receiving (the handler still runs at the end). */
+ * skipped; `filename` NULL for plain fields; `off` where the chunk lies in
+ * its part, 0 for a part's first). Return non-zero to stop receiving (the
+ * handler still runs at the end). */
 typedef int (*http_part_fn)(struct http_req *r, void *ctx, const char *field,
-    const char *filename, const char *data, size_t len);
+    const char *filename, const char *data, uint64_t off, size_t len);
 
 #define HTTP_MAX_CAPTURES 4
 

@@ -281,11 +281,35 @@ test('--batch-max-bytes 4096: a fetch client (as the openai SDK) gets to read th
   assert.equal(errorOf(r).code, 'file_too_large');
 });
 
+// POST /v1/files with a hand-made multipart body: `parts` are [header
+// bytes, content] pairs, so a test can send what no form library would.
+async function partsUpload(base, parts) {
+  const boundary = 'bRaw' + Math.random().toString(16).slice(2);
+  const chunks = [];
+  for (const [hdr, content] of parts)
+    chunks.push(Buffer.from(`--${boundary}\r\n`), Buffer.from(hdr), Buffer.from('\r\n\r\n'), Buffer.from(content), Buffer.from('\r\n'));
+  chunks.push(Buffer.from(`--${boundary}--\r\n`));
+  const res = await fetch(`${base}/v1/files`, { method: 'POST', body: Buffer.concat(chunks),
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': `multipart/form-data; boundary=${boundary}` } });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, text, json };
+}
+const PURPOSE_PART = ['Content-Disposition: form-data; name="purpose"', 'batch'];
+const filePart = (name, content) => [Buffer.concat([Buffer.from('Content-Disposition: form-data; name="file"; filename="'),
+  Buffer.from(name), Buffer.from('"\r\nContent-Type: application/jsonl')]), content];
+
 test('POST /v1/files: bad uploads are 400 with error objects; expires_after is honoured', async () => {
   const good = jsonl([L('a')]);
+  const files0 = (await request('GET', `${d.base}/v1/files?limit=100`, { key: KEY })).json.data.length;
   const bad = [
     ['a batch file with a line that is not a JSON object', () => upload(d.base, jsonl([L('a'), 'hello world']), { key: KEY }), 'invalid_file_format'],
-    ['no purpose', () => upload(d.base, good, { key: KEY, purpose: null })],
+    // (found: these three were taken, or 503; a batch on the first failed later)
+    ['a line whose bytes are not UTF-8', () => upload(d.base, Buffer.concat([Buffer.from('{"custom_id":"a","x":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}\n')]), { key: KEY }), 'invalid_file_format'],
+    ['a file name that is not UTF-8', () => partsUpload(d.base, [PURPOSE_PART, filePart(Buffer.from([0xff, 0xfe, 0x2e, 0x6a]), good)]), 'invalid_value'],
+    ['two file parts', () => partsUpload(d.base, [PURPOSE_PART, filePart('a.jsonl', good), filePart('b.jsonl', good)]), 'invalid_value'],
+    ['no purpose', () => upload(d.base, good, { key: KEY, purpose: null }), 'missing_required_parameter'],
     ['an unknown purpose', () => upload(d.base, good, { key: KEY, purpose: 'fine-tune-x' })],
     ['no file', () => upload(d.base, null, { key: KEY })],
     ['expires_after seconds under 3600', () => upload(d.base, good, { key: KEY, fields: { 'expires_after[anchor]': 'created_at', 'expires_after[seconds]': '60' } })],
@@ -300,6 +324,13 @@ test('POST /v1/files: bad uploads are 400 with error objects; expires_after is h
     assert.equal(typeof e.message, 'string', what);
     if (code) assert.equal(e.code, code, what);
   }
+  assert.equal((await request('GET', `${d.base}/v1/files?limit=100`, { key: KEY })).json.data.length, files0,
+    'no refused upload stored a file');
+  // a file whose name is valid UTF-8 keeps it, however long (cut whole characters)
+  const long = 'é'.repeat(400) + '.jsonl';
+  const ok = await partsUpload(d.base, [PURPOSE_PART, filePart(long, good)]);
+  assert.equal(ok.status, 200, ok.text);
+  assert.ok(long.startsWith(ok.json.filename) && ok.json.filename.length > 0, ok.json.filename);
   // user_data files need not be JSONL
   const ud = await upload(d.base, 'hello world\nnot json\n', { key: KEY, purpose: 'user_data' });
   assert.equal(ud.status, 200, ud.text);

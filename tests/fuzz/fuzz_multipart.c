@@ -45,8 +45,9 @@ static size_t sent_body;
 
 static int
 on_part(struct http_req *r, void *ctx, const char *field, const char *filename,
-    const char *data, size_t len)
+    const char *data, uint64_t off, size_t len)
 {
+	(void)off;
 	cur.n_parts++;
 	if (!field)
 		abort(); /* MHD always names the field */
