@@ -268,6 +268,8 @@ files_list(struct store_txn *t, const char *tenant, const char *after, bool asc,
 		rc = get_any(t, after, &a);
 		if (rc)
 			return rc;
+		if (strncmp(a.tenant, tenant, JOB_TENANT_LEN) != 0)
+			return SL_ENOTFOUND; /* another key's file: as if there were none */
 		flen = index_key(from, tenant, a.created_ms, a.id);
 		/* Exclusive: step one past `after` by extending or trimming. */
 		if (asc) {

@@ -451,6 +451,8 @@ test('SDK: files.list, retrieve, content and delete; files are owned by their ke
   await assert.rejects(k1.files.retrieve(made[1].id), (e) => e.status === 404);
   await assert.rejects(k1.files.content(made[1].id), (e) => e.status === 404);
   await assert.rejects(k1.files.delete(made[1].id), (e) => e.status === 404);
+  // nor page after it: that would tell it exists (found: 200, an empty page)
+  await assert.rejects(k1.files.list({ after: made[1].id }), (e) => e.status === 400);
   const k1list = [];
   for await (const f of k1.files.list()) k1list.push(f.id);
   assert.ok(!made.some((f) => k1list.includes(f.id)));
