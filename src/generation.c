@@ -80,8 +80,11 @@ generation_render_parts(const struct job *j, const void *req, size_t req_len,
 	if (!rc)
 		rc = sl_buf_printf(b, ",\"state\":\"%s\",\"stateMessage\":",
 		    job_state_name(j->state));
+	/* A claim keeps the record's length (and its leaf) by not rewriting
+	 * the stock "Queued": shown as is it would contradict the state. */
 	if (!rc)
-		rc = generation_append_string(b, j->message);
+		rc = generation_append_string(b, j->state == JOB_IN_PROGRESS &&
+		    strcmp(j->message, "Queued") == 0 ? "In progress" : j->message);
 	if (!rc)
 		rc = append_time(b, "createdAt", j->created_ms);
 	if (!rc)

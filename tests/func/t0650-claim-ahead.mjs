@@ -7,7 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startMock, startDaemon, submitOk, healthz, sleep, chatBody, mapLimit, TIME_SCALE,
+  startMock, startDaemon, submitOk, healthz, sleep, chatBody, mapLimit, TIME_SCALE, request,
 } from './lib.mjs';
 import { ctl } from '../torture/tlib.mjs';
 
@@ -83,7 +83,15 @@ test('a fast upstream: jobs are claimed ahead, calls never exceed --concurrency'
 test('a slow upstream: nothing is claimed ahead', async () => {
   const m = await mock({ latency: 400 });
   const d = await startDaemon({ upstream: m.url, args: ['--concurrency', '2'] });
-  await submitMany(d.base, 12, 'slow');
+  const ids = await submitMany(d.base, 12, 'slow');
+  // a job being called says so (found: "In Progress" with stateMessage "Queued")
+  let g;
+  for (const deadline = Date.now() + 10000 * TIME_SCALE; Date.now() < deadline; await sleep(20)) {
+    g = (await request('GET', `${d.base}/v1/generation/${ids[0]}`)).json;
+    if (g.state !== 'Queued') break;
+  }
+  assert.equal(g.state, 'In Progress', 'seen while its 400 ms call runs');
+  assert.equal(g.stateMessage, 'In progress');
   const { jobs, maxInProgress } = await watch(d.base, (j) => j.success === 12, 30000);
   assert.equal(jobs.success, 12);
   assert.ok(maxInProgress <= 2, `In Progress is what is being called (most seen: ${maxInProgress})`);
