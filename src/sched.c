@@ -332,12 +332,17 @@ error_detail(const struct jscan_value *root, const char *body, size_t len, char 
 		out[0] = '\0';
 }
 
-/* Keeps a non-JSON error body as a JSON error object. */
+/* Keeps a non-JSON error body as an OpenAI error object (its code a
+ * string, as OpenAI's are: "upstream_http_<status>"). */
 static char *
 wrap_error_body(int status, const char *body, size_t len)
 {
-	json_t *o = json_pack("{s:{s:s%, s:s, s:n, s:i}}", "error", "message", body,
-	    len < 4096 ? len : 4096, "type", "upstream_error", "param", "code", status);
+	char code[32];
+	json_t *o;
+
+	snprintf(code, sizeof code, "upstream_http_%d", status);
+	o = json_pack("{s:{s:s%, s:s, s:n, s:s}}", "error", "message", body,
+	    len < 4096 ? len : 4096, "type", "upstream_error", "param", "code", code);
 	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
 	json_decref(o);

@@ -119,6 +119,11 @@ test('an answer that is not JSON: Failed after 3 calls, daemon healthy', async (
   const { g } = await run(text);
   assert.equal(g.state, 'Failed');
   assert.match(g.stateMessage, /JSON/);
+  // what came back is kept as an OpenAI error object, its code a string
+  // (found: the number 200)
+  assert.equal(g.response.error.type, 'upstream_error');
+  assert.equal(g.response.error.code, 'upstream_http_200');
+  assert.equal(typeof g.response.error.message, 'string');
   assert.equal(await calls(text), 3);
   assert.equal((await healthz(d.base)).status, 'ok');
   // and it keeps serving
