@@ -259,8 +259,7 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 	}
 	s->body = http_req_body(r, &s->body_len);
 	if (idem_begin(a, r, kind == JOB_CHAT ? "chat.completions" : "completions", tenant,
-	    s->body, s->body_len, s) ||
-	    api_over_queue_limit(a, r, tenant, 1)) {
+	    s->body, s->body_len, s)) {
 		insert_free(s);
 		return;
 	}
@@ -272,6 +271,12 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 	rc = build_job(a, tenant, kind, &info, sl_wall_ms(), &s->jobs[0], &err);
 	if (rc) {
 		http_reply_error(r, &err);
+		insert_free(s);
+		return;
+	}
+	/* The quota last: a request that can never succeed is told so, not
+	 * told to retry (429). */
+	if (api_over_queue_limit(a, r, tenant, 1)) {
 		insert_free(s);
 		return;
 	}
@@ -406,7 +411,7 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		goto fail;
 	}
 	if (idem_begin(a, r, kind == JOB_CHAT ? "group.chat.completions" : "group.completions",
-	    tenant, body, len, s) || api_over_queue_limit(a, r, tenant, n)) {
+	    tenant, body, len, s)) {
 		insert_free(s);
 		json_decref(root);
 		return;
@@ -430,6 +435,11 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 			goto fail;
 		snprintf(s->jobs[i].group, sizeof s->jobs[i].group, "%s", s->group->id);
 		memcpy(s->group->members[i], s->jobs[i].id, SL_ID_LEN + 1);
+	}
+	if (api_over_queue_limit(a, r, tenant, n)) { /* the quota last, as in submit() */
+		insert_free(s);
+		json_decref(root);
+		return;
 	}
 	s->group->kind = (uint8_t)kind;
 	s->group->created_ms = now;

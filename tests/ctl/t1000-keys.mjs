@@ -287,6 +287,13 @@ test('--rate-limit 5 and --max-queued 3 with --paused: 429 past the rate, the 4t
   assert.equal(r.status, 429, r.text);
   assert.equal(r.json.error.code, 'queue_limit_exceeded');
   assert.ok(r.headers.get('retry-after'), 'Retry-After');
+  // a request that can never succeed is told so, not told to retry later
+  // (found: a bad body over the limit was 429)
+  await new Promise((res) => setTimeout(res, 1100)); // clear of --rate-limit 5
+  r = await submit(p.base, CHAT, { model: 'load-test' }, D.key);
+  assert.equal(r.status, 400, r.text);
+  r = await submit(p.base, GROUP, { requests: [{ model: 'load-test' }] }, D.key);
+  assert.equal(r.status, 400, r.text);
 
   const E = await addKey(p.dataDir, ['--name', 'group']);
   await submitOk(p.base, CHAT, body('e0'), E.key);
