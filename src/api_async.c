@@ -178,19 +178,29 @@ model_served(const struct api *a, const char *model)
 	return false;
 }
 
-/* True if webhook `id` is registered to `tenant`. */
-static bool
-webhook_known(struct api *a, const char *id, const char *tenant)
+/* 0 if webhook `id` is registered to `tenant` and takes `event`; else -1
+ * with `err` set (400 on `param`). */
+static int
+webhook_check(struct api *a, const char *id, const char *tenant, const char *event,
+    const char *param, struct sl_error *err)
 {
 	struct store_txn *t = NULL;
 	struct webhook w;
-	bool ok = false;
+	int rc = SL_ENOTFOUND;
 
 	if (store_begin(a->st, true, &t) == 0) {
-		ok = webhook_get(t, id, &w) == 0 && strcmp(w.tenant, tenant) == 0;
+		rc = webhook_get(t, id, &w);
 		store_abort(t);
 	}
-	return ok;
+	if (rc || strcmp(w.tenant, tenant) != 0)
+		return sl_error_set(err, 400, "invalid_request_error", param, "webhook_not_found",
+		    "No webhook with id '%.40s': register it first (POST /v1/webhooks or "
+		    "slowlanectl webhook add).", id);
+	if (!webhook_wants(&w, event))
+		return sl_error_set(err, 400, "invalid_request_error", param,
+		    "webhook_not_subscribed", "The webhook '%.40s' takes only '%.200s' events, "
+		    "never %s: nothing would be delivered.", id, w.events, event);
+	return 0;
 }
 
 /* Fills job `j` from a validated body. Returns 0, or -1 with `err` set. */
@@ -201,10 +211,9 @@ build_job(struct api *a, const char *tenant, enum job_kind kind, const struct va
 	if (!model_served(a, v->model))
 		return sl_error_set(err, 404, "invalid_request_error", "model", "model_not_found",
 		    "The model '%s' does not exist.", v->model);
-	if (v->webhook[0] && !webhook_known(a, v->webhook, tenant))
-		return sl_error_set(err, 400, "invalid_request_error", "metadata.webhook_id",
-		    "webhook_not_found", "No webhook with id '%.40s': register it first "
-		    "(POST /v1/webhooks or slowlanectl webhook add).", v->webhook);
+	if (v->webhook[0] && webhook_check(a, v->webhook, tenant, "generation.completed",
+	    "metadata.webhook_id", err))
+		return -1;
 	memset(j, 0, sizeof *j);
 	if (sl_job_id(now, j->id))
 		return sl_error_set(err, 503, "server_error", NULL, NULL, "No randomness for an id.");
@@ -421,13 +430,15 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		goto fail;
 	}
 	wh = json_object_get(json_object_get(root, "metadata"), "webhook_id");
-	if (wh && (!json_is_string(wh) || json_string_length(wh) > JOB_WEBHOOK_MAX ||
-	    !webhook_known(a, json_string_value(wh), tenant))) {
+	if (wh && (!json_is_string(wh) || json_string_length(wh) > JOB_WEBHOOK_MAX)) {
 		sl_error_set(&err, 400, "invalid_request_error", "metadata.webhook_id",
 		    "webhook_not_found", "No webhook with that 'metadata.webhook_id': register "
 		    "it first (POST /v1/webhooks or slowlanectl webhook add).");
 		goto fail;
 	}
+	if (wh && webhook_check(a, json_string_value(wh), tenant, "slow-group.completed",
+	    "metadata.webhook_id", &err))
+		goto fail;
 	member_spans(body, len, &spans);
 	for (size_t i = 0; i < n; i++) {
 		if (check_member(a, tenant, kind, json_array_get(reqs, i), i, &spans, now, s,

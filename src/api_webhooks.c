@@ -131,38 +131,49 @@ submit_op(struct api *a, struct http_req *r, struct webhook_op *o)
 	writer_submit(a->wr, &o->op);
 }
 
-/* Joins an "events" value (array of strings, or a string) into `out`. */
-static bool
-events_arg(json_t *ev, char *out, size_t cap)
+/* Joins an "events" value (array of strings, or a string) into `out`.
+ * Returns 0, or -1 (not strings, too long) or -2 (an unknown name, left in
+ * *bad). */
+static int
+events_arg(json_t *ev, char *out, size_t cap, const char **bad)
 {
 	size_t i;
 	json_t *e;
 
 	out[0] = '\0';
 	if (!ev || json_is_null(ev))
-		return true;
+		return 0;
 	if (json_is_string(ev)) {
-		return (size_t)snprintf(out, cap, "%s", json_string_value(ev)) < cap;
+		if (!webhook_event_valid(json_string_value(ev))) {
+			*bad = json_string_value(ev);
+			return -2;
+		}
+		return (size_t)snprintf(out, cap, "%s", json_string_value(ev)) < cap ? 0 : -1;
 	}
 	if (!json_is_array(ev))
-		return false;
+		return -1;
 	json_array_foreach(ev, i, e) {
 		size_t len = strlen(out);
 		if (!json_is_string(e) || strchr(json_string_value(e), ','))
-			return false;
+			return -1;
+		if (!webhook_event_valid(json_string_value(e))) {
+			*bad = json_string_value(e);
+			return -2;
+		}
 		if ((size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "",
 		    json_string_value(e)) >= cap - len)
-			return false;
+			return -1;
 	}
-	return true;
+	return 0;
 }
 
 void
 api_h_webhook_create(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
-	char tenant[JOB_TENANT_LEN + 1], why[200], events[WEBHOOK_EVENTS_MAX + 1];
-	const char *body, *url, *key;
+	char tenant[JOB_TENANT_LEN + 1], why[256], events[WEBHOOK_EVENTS_MAX + 1];
+	const char *body, *url, *key, *bad = NULL;
+	int rc;
 	struct webhook_op *o;
 	json_t *root;
 	size_t len;
@@ -184,7 +195,14 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 		    strlen(url) > WEBHOOK_URL_MAX ? "The URL is too long." : why);
 		goto out;
 	}
-	if (!events_arg(json_object_get(root, "events"), events, sizeof events)) {
+	rc = events_arg(json_object_get(root, "events"), events, sizeof events, &bad);
+	if (rc == -2) {
+		snprintf(why, sizeof why, "Unknown event '%.40s': the events are "
+		    WEBHOOK_EVENT_NAMES ", or a prefix such as \"batch.*\".", bad);
+		api_reply_err(r, 400, "invalid_request_error", "events", "invalid_value", why);
+		goto out;
+	}
+	if (rc) {
 		api_reply_err(r, 400, "invalid_request_error", "events", "invalid_type",
 		    "'events' must be an array of event names such as \"generation.completed\".");
 		goto out;

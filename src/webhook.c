@@ -192,6 +192,20 @@ webhook_wants(const struct webhook *w, const char *event)
 }
 
 bool
+webhook_event_valid(const char *name)
+{
+	static const char *const names[] = { "generation.completed", "slow-group.completed",
+		"batch.completed", "batch.failed", "batch.expired", "batch.cancelled" };
+	size_t n = strlen(name);
+
+	for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+		if (strcmp(name, names[i]) == 0 ||
+		    (n >= 1 && name[n - 1] == '*' && strncmp(name, names[i], n - 1) == 0))
+			return true;
+	return false;
+}
+
+bool
 webhook_url_allowed(const char *url, bool allow_http, bool allow_private, char *why, size_t cap)
 {
 	const char *host, *end;

@@ -31,12 +31,6 @@
 
 #define DELIVERIES_DEFAULT_LIMIT 50
 
-/* The events a webhook can subscribe to (event.c, batchrun.c). */
-static const char *const known_events[] = {
-	"generation.completed", "slow-group.completed", "batch.*", "batch.completed",
-	"batch.failed", "batch.expired", "batch.cancelled",
-};
-
 static const char *const outcome_names[] = {
 	[EVENT_PENDING] = "pending", [EVENT_DELIVERED] = "delivered", [EVENT_FAILED] = "failed",
 };
@@ -52,21 +46,17 @@ events_parse(const struct ctl *c, const char *s, char *out)
 
 	out[0] = '\0';
 	while (*s) {
+		char name[64];
 		size_t len;
-		bool known = false;
 		while (*s == ' ' || *s == ',')
 			s++;
 		len = strcspn(s, ", ");
 		if (len == 0)
 			break;
-		for (size_t i = 0; i < SL_ARRAY_LEN(known_events); i++)
-			known |= strlen(known_events[i]) == len &&
-			    strncmp(known_events[i], s, len) == 0;
-		if (!known)
-			return ctl_usage_err(c, "unknown event '%.*s' for --events "
-			    "(generation.completed, slow-group.completed, batch.*, "
-			    "batch.completed, batch.failed, batch.expired, batch.cancelled)",
-			    (int)len, s);
+		snprintf(name, sizeof name, "%.*s", (int)len, s);
+		if (len >= sizeof name || !webhook_event_valid(name))
+			return ctl_usage_err(c, "unknown event '%.*s' for --events ("
+			    WEBHOOK_EVENT_NAMES ", or a prefix such as batch.*)", (int)len, s);
 		if (n + len + 2 > WEBHOOK_EVENTS_MAX + 1)
 			return ctl_usage_err(c, "--events is too long");
 		n += (size_t)snprintf(out + n, WEBHOOK_EVENTS_MAX + 1 - n, "%s%.*s", n ? "," : "",

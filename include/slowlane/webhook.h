@@ -44,6 +44,12 @@ int webhook_list(struct store_txn *t, int (*cb)(void *arg, const struct webhook 
 
 /* True if `w` subscribes to `event` ("batch.*" matches "batch.completed"). */
 bool webhook_wants(const struct webhook *w, const char *event);
+/* The events a webhook can take, comma-separated (for messages). */
+#define WEBHOOK_EVENT_NAMES "generation.completed, slow-group.completed, batch.completed, " \
+	"batch.failed, batch.expired, batch.cancelled"
+/* True if `name` is one of WEBHOOK_EVENT_NAMES, or a prefix ending in '*'
+ * that matches one of them ("batch.*"). */
+bool webhook_event_valid(const char *name);
 
 /* Whether deliveries may go to `url`: http(s) only, https unless
  * allow_http, no user:password, no literal private/loopback address unless

@@ -137,9 +137,22 @@ test('registration API: create, list, get, rotate-secret, delete; secrets only o
     chatBody('to a deleted hook', { metadata: { webhook_id: a.id } }), K1);
   assert.equal(s.status, 400, s.text);
   assert.equal(errorOf(s).code, 'webhook_not_found');
+  // a webhook that never takes what a submit would send it is refused
+  // (found: accepted, and nothing was ever delivered)
+  const only = await hooks(d.base, 'POST', '', { url: 'https://hooks.example.com/only-batches', events: ['batch.*'] });
+  assert.equal(only.status, 200, only.text);
+  const ns = await submit(d.base, '/v1/slow/chat/completions',
+    chatBody('to a batch-only hook', { metadata: { webhook_id: only.json.id } }), K1);
+  assert.equal(ns.status, 400, ns.text);
+  assert.equal(errorOf(ns).code, 'webhook_not_subscribed');
+  const gs = await submit(d.base, '/v1/async/group/chat/completions',
+    { requests: [chatBody('g')], metadata: { webhook_id: only.json.id } }, K1);
+  assert.equal(gs.status, 400, gs.text);
+  assert.equal(errorOf(gs).code, 'webhook_not_subscribed');
 
   // bad bodies, no key
-  for (const body of [{}, { url: 5 }, 'not json', { url: 'https://hooks.example.com/e', events: 7 }]) {
+  for (const body of [{}, { url: 5 }, 'not json', { url: 'https://hooks.example.com/e', events: 7 },
+    { url: 'https://hooks.example.com/e', events: 'bogus' }, { url: 'https://hooks.example.com/e', events: ['generation.completed', 'x.*'] }]) {
     const e = await hooks(d.base, 'POST', '', body);
     assert.equal(e.status, 400, `${JSON.stringify(body)}: ${e.text}`);
     assert.equal(errorOf(e).type, 'invalid_request_error');
