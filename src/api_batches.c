@@ -35,18 +35,27 @@ struct batch_op {
 
 struct hook_match {
 	const char *tenant, *url;
-	char id[WEBHOOK_ID_LEN + 1]; /* out: the key's registration for url */
+	char id[WEBHOOK_ID_LEN + 1]; /* out: the key's registration for url ("": none) */
+	uint64_t created_ms;
 };
 
+/* Finds the key's newest registration of the URL that takes batch events:
+ * if the URL was registered twice, the secret a client holds is the
+ * newer one (webhook_list walks in id order, which is not time order). */
 static int
 hook_match_one(void *arg, const struct webhook *w)
 {
 	struct hook_match *m = arg;
 
-	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0)
+	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0 ||
+	    !(webhook_wants(w, "batch.completed") || webhook_wants(w, "batch.failed") ||
+	    webhook_wants(w, "batch.expired") || webhook_wants(w, "batch.cancelled")))
 		return 0;
-	snprintf(m->id, sizeof m->id, "%s", w->id);
-	return 1;
+	if (!m->id[0] || w->created_ms >= m->created_ms) {
+		snprintf(m->id, sizeof m->id, "%s", w->id);
+		m->created_ms = w->created_ms;
+	}
+	return 0;
 }
 
 static void
@@ -73,7 +82,7 @@ create_apply(struct store_txn *t, struct wr_op *op)
 
 		/* A create racing this one may have registered the URL since. */
 		rc = webhook_list(t, hook_match_one, &m);
-		if (rc > 0)
+		if (rc == 0 && m.id[0])
 			rc = json_object_set_new(o->b, "_webhook_id", json_string(m.id)) ? -12 : 0;
 		else if (rc == 0)
 			rc = webhook_put(t, &o->hook);
@@ -202,8 +211,8 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	rc = store_begin(a->st, true, &t);
 	if (rc == 0)
 		rc = files_get_live(t, json_string_value(fid), tenant, now, &f);
-	if (rc == 0 && hook.url && (rc = webhook_list(t, hook_match_one, &hook)) > 0)
-		rc = 0; /* found: the scan stopped */
+	if (rc == 0 && hook.url)
+		rc = webhook_list(t, hook_match_one, &hook);
 	store_abort(t);
 	if (rc == SL_ENOTFOUND)
 		return bad(r, "input_file_id", "file_not_found", "No such input file.");

@@ -524,6 +524,18 @@ test('a batch webhook_url its key has not registered is registered for it (batch
   await waitBatch(d.base, b2.id, { key: K1 });
   const [dl2] = await rcv.waitAccepted((x) => x.body?.data?.id === b2.id, { timeoutMs: 20000 });
   assert.ok(dl2.verified, dl2.verifyError);
+  // The URL registered again (a second secret): a batch's events go to the
+  // newest registration, whose secret the client holds (found: to whichever
+  // came first in id order).
+  await sleep(5);
+  const again = await createHook(url, { key: K1 });
+  rcv.secret = again.secret;
+  const f3 = await uploadOk(d.base, jsonl([chatLine('a-3', 'newest registration')]), { key: K1 });
+  const b3 = await createBatchOk(d.base, f3.id, { key: K1, extra: { webhook_url: url } });
+  await waitBatch(d.base, b3.id, { key: K1 });
+  const [dl3] = await rcv.waitAccepted((x) => x.body?.data?.id === b3.id, { timeoutMs: 20000 });
+  assert.equal(dl3.headers['x-inference-webhook-id'], again.id);
+  assert.ok(dl3.verified, `signed with the newest registration's secret: ${dl3.verifyError}`);
 });
 
 test('a batch webhook_url that is not an allowed URL: 400, nothing created or registered', async () => {
