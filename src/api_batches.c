@@ -181,9 +181,12 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	uint64_t now = sl_wall_ms();
 	int rc;
 
-	if (!json_is_string(fid))
+	if (!fid || json_is_null(fid))
 		return bad(r, "input_file_id", "missing_required_parameter",
 		    "Missing required parameter: 'input_file_id'.");
+	if (!json_is_string(fid))
+		return bad(r, "input_file_id", "invalid_type",
+		    "Invalid type for 'input_file_id': expected a string.");
 	if (!json_is_string(ep) || (strcmp(json_string_value(ep), "/v1/chat/completions") != 0 &&
 	    strcmp(json_string_value(ep), "/v1/completions") != 0))
 		return bad(r, "endpoint", "invalid_value",

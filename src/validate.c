@@ -99,9 +99,12 @@ check_message(void *arg, size_t i, const struct jscan_value *m)
 	if (m->type != JS_OBJECT)
 		return BAD("messages", "invalid_type",
 		    "Invalid type for 'messages[%zu]': expected an object.", i);
-	if (!jscan_get(m, "role", &role) || role.type != JS_STRING)
+	if (!jscan_get(m, "role", &role))
 		return BAD("messages", "missing_required_parameter",
 		    "Missing required parameter: 'messages[%zu].role'.", i);
+	if (role.type != JS_STRING)
+		return BAD("messages", "invalid_type",
+		    "Invalid type for 'messages[%zu].role': expected a string.", i);
 	return 0;
 }
 

@@ -353,18 +353,20 @@ test('POST /v1/batches: wrong window, endpoint, metadata, missing or foreign inp
     ['no completion_window', { input_file_id: f.id, endpoint: base.endpoint }, [400], 'completion_window'],
     ['endpoint /v1/embeddings', { ...base, endpoint: '/v1/embeddings' }, [400], 'endpoint'],
     ['no endpoint', { input_file_id: f.id, completion_window: '24h' }, [400], 'endpoint'],
-    ['no input_file_id', { endpoint: base.endpoint, completion_window: '24h' }, [400], 'input_file_id'],
+    ['no input_file_id', { endpoint: base.endpoint, completion_window: '24h' }, [400], 'input_file_id', 'missing_required_parameter'],
+    ['an input_file_id that is not a string', { ...base, input_file_id: 5 }, [400], 'input_file_id', 'invalid_type'],
     ['an unknown input_file_id', { ...base, input_file_id: 'file-doesnotexist000000000' }, [400, 404], 'input_file_id'],
     ["another key's input file", { ...base, input_file_id: other.id }, [400, 404], 'input_file_id'],
     ['a user_data input file', { ...base, input_file_id: ud.id }, [400], 'input_file_id'],
     ['17 metadata pairs', { ...base, metadata: meta17 }, [400], 'metadata'],
     ['a metadata value that is not a string', { ...base, metadata: { n: 1 } }, [400], 'metadata'],
   ];
-  for (const [what, body, statuses, param] of cases) {
+  for (const [what, body, statuses, param, code] of cases) {
     const r = await createBatch(d.base, body, { key: KEY });
     assert.ok(statuses.includes(r.status), `${what}: ${r.status} ${r.text}`);
     const e = errorOf(r);
     assert.equal(e.param, param, `${what}: ${r.text}`);
+    if (code) assert.equal(e.code, code, `${what}: ${r.text}`);
     assert.equal(typeof e.message, 'string');
   }
   const notJson = await createBatch(d.base, '{"input_file_id":', { key: KEY });

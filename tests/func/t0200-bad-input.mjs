@@ -87,6 +87,10 @@ test('fields of the wrong type are 400 naming the field', async () => {
   await bad('POST', CHAT, { ...INVALID, param: 'messages', body: { model: 'mock-model', messages: 'hi' } });
   await bad('POST', COMPL, { ...INVALID, param: 'prompt', body: { model: 'mock-model', prompt: 5 } });
   await bad('POST', CHAT, { ...INVALID, param: 'metadata', body: chatBody('x', { metadata: 'not an object' }) });
+  // a wrong type says so; "missing" is for what is missing
+  // (found: a numeric role was "Missing required parameter")
+  await bad('POST', CHAT, { ...INVALID, param: 'messages', code: 'invalid_type', body: { model: 'mock-model', messages: [{ role: 5, content: 'x' }] } });
+  await bad('POST', CHAT, { ...INVALID, param: 'messages', code: 'missing_required_parameter', body: { model: 'mock-model', messages: [{ content: 'x' }] } });
 });
 
 test('stream: true is 400 with param "stream"', async () => {
