@@ -270,11 +270,13 @@ route_match(struct http_req *r, const char *pattern)
 	return true;
 }
 
-/* Finds the route of `r` (at its first call, before any body). */
+/* Finds the route of `r` (at its first call, before any body). HEAD takes
+ * the GET route (RFC 9110 9.3.2); libmicrohttpd sends no body for it. */
 static void
 route_find(struct http_req *r)
 {
 	struct http_server *srv = r->srv;
+	bool head = strcmp(r->method, "HEAD") == 0;
 
 	r->path_copy = strdup(r->path);
 	if (!r->path_copy)
@@ -285,7 +287,7 @@ route_find(struct http_req *r)
 		strcpy(r->path_copy, r->path);
 		if (!route_match(r, rt->pattern))
 			continue;
-		if (strcmp(rt->method, r->method) == 0) {
+		if (strcmp(rt->method, r->method) == 0 || (head && strcmp(rt->method, "GET") == 0)) {
 			r->route = rt;
 			return;
 		}

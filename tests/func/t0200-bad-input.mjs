@@ -153,3 +153,16 @@ test('after all that, a valid request works and earlier jobs are intact', async 
   const h = await healthz(d.base);
   assert.deepEqual(h.jobs, { queued: 0, in_progress: 0, success: earlier.length + 2, failed: 0 });
 });
+
+test('HEAD on what GET serves: its status and headers, no body (found: 405)', async () => {
+  const id = await submitOk(d.base, CHAT, chatBody('head me'));
+  await poll(d.base, id);
+  const g = await fetch(`${d.base}/v1/generation/${id}`);
+  const h = await fetch(`${d.base}/v1/generation/${id}`, { method: 'HEAD' });
+  assert.equal(h.status, 200);
+  assert.equal(await h.text(), '');
+  assert.equal(h.headers.get('content-length'), String((await g.arrayBuffer()).byteLength));
+  assert.equal((await fetch(`${d.base}/v1/models`, { method: 'HEAD' })).status, 200);
+  assert.equal((await fetch(`${d.base}/v1/generation/nope`, { method: 'HEAD' })).status, 404);
+  assert.equal((await fetch(`${d.base}${CHAT}`, { method: 'HEAD' })).status, 405, 'no HEAD where there is no GET');
+});
