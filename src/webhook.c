@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -248,13 +249,22 @@ webhook_url_allowed(const char *url, bool allow_http, bool allow_private, char *
 	} else {
 		hostbuf[strcspn(hostbuf, ":")] = '\0';
 	}
+	for (const char *p = hostbuf; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("-._:", *p)) {
+			snprintf(why, cap, "webhook URL has no valid host");
+			return false;
+		}
 	if (allow_private)
 		return true;
-	if ((inet_pton(AF_INET, hostbuf, &sa4.sin_addr) == 1 &&
+	/* inet_aton, not inet_pton: it reads every form a resolver would
+	 * (127.1, 0x7f000001, 2130706433), and the check must see what the
+	 * connection will reach (the connect-time guard checks it again). */
+	if ((inet_aton(hostbuf, &sa4.sin_addr) != 0 &&
 	    httpc_addr_is_private((struct sockaddr *)&sa4)) ||
 	    (inet_pton(AF_INET6, hostbuf, &sa6.sin6_addr) == 1 &&
 	    httpc_addr_is_private((struct sockaddr *)&sa6)) ||
-	    strcasecmp(hostbuf, "localhost") == 0) {
+	    strcasecmp(hostbuf, "localhost") == 0 ||
+	    (strlen(hostbuf) > 10 && strcasecmp(hostbuf + strlen(hostbuf) - 10, ".localhost") == 0)) {
 		snprintf(why, cap, "webhook URL points to a loopback or private address (the "
 		    "operator can allow it with --webhook-allow-private)");
 		return false;

@@ -182,6 +182,9 @@ test('URL policy: without --webhook-allow-http / --webhook-allow-private local t
     'https://10.1.2.3/hook', 'https://192.168.1.1/hook', 'https://172.16.5.4/hook',
     'https://169.254.169.254/latest/meta-data', 'https://[::1]/hook', 'https://[fe80::1]/hook',
     'https://127.0.0.2/hook', 'https://0.0.0.0/hook',
+    // the other ways to write an address (found: taken, refused only at delivery)
+    'https://127.1/hook', 'https://0x7f000001/hook', 'https://2130706433/hook', 'https://0/hook',
+    'https://app.localhost/hook',
   ];
   for (const url of refusedPrivate) {
     const x = await hooks(strict.base, 'POST', '', { url });
@@ -190,7 +193,8 @@ test('URL policy: without --webhook-allow-http / --webhook-allow-private local t
     assert.equal(e.code, 'invalid_url', url);
     assert.match(e.message, /loopback|private|link-local/i, `${url}: ${e.message}`);
   }
-  for (const url of ['ftp://hooks.example.com/x', 'hooks.example.com/x', 'https://user:pw@hooks.example.com/x', 'https:///x']) {
+  for (const url of ['ftp://hooks.example.com/x', 'hooks.example.com/x', 'https://user:pw@hooks.example.com/x', 'https:///x',
+    'https://exa mple.com/hook', 'https://hooks.example.com\\@evil/x']) {
     const x = await hooks(strict.base, 'POST', '', { url });
     assert.equal(x.status, 400, `${url}: ${x.text}`);
     assert.equal(errorOf(x).code, 'invalid_url', url);
