@@ -174,6 +174,8 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	json_t *fid = json_object_get(in, "input_file_id"), *ep = json_object_get(in, "endpoint");
 	json_t *win = json_object_get(in, "completion_window"), *md = json_object_get(in,
 	    "metadata"), *wh = json_object_get(in, "webhook_url");
+	json_t *oxa = json_object_get(in, "output_expires_after");
+	json_int_t out_ttl = 0;
 	struct store_txn *t = NULL;
 	struct sl_file f;
 	struct hook_match hook = { .tenant = tenant, .url = json_string_value(wh) };
@@ -204,6 +206,18 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 			if (!json_is_string(v) || strlen(k) > 64 || json_string_length(v) > 512)
 				return bad(r, "metadata", "invalid_value", "'metadata' values must "
 				    "be strings (keys up to 64, values up to 512 characters).");
+	}
+	if (oxa && !json_is_null(oxa)) {
+		/* As the upload's expires_after (OpenAI: the output and error
+		 * files expire that long after they are made). */
+		json_t *an = json_object_get(oxa, "anchor"), *sec = json_object_get(oxa, "seconds");
+		out_ttl = json_is_integer(sec) ? json_integer_value(sec) : 0;
+		if (!json_is_object(oxa) || !json_is_string(an) ||
+		    strcmp(json_string_value(an), "created_at") != 0 || out_ttl < 3600 ||
+		    out_ttl > 30 * 86400)
+			return bad(r, "output_expires_after", "invalid_value",
+			    "'output_expires_after' needs anchor \"created_at\" and seconds "
+			    "between 3600 and 2592000.");
 	}
 	if (wh && !json_is_null(wh) && (!json_is_string(wh) ||
 	    json_string_length(wh) > WEBHOOK_URL_MAX ||
@@ -258,6 +272,8 @@ build(struct api *a, struct http_req *r, const char *tenant, json_t *in, json_t 
 	    "reasoning_tokens", 0, "_tenant", tenant, "_created_ms", (json_int_t)now,
 	    "_phase", "validate", "_webhook_url", json_is_string(wh) ? json_string_value(wh) : "",
 	    "_webhook_id", hook.id);
+	if (*out && out_ttl)
+		json_object_set_new(*out, "_output_ttl_s", json_integer(out_ttl));
 	if (!*out) {
 		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
 		return -1;

@@ -481,7 +481,10 @@ publish_output(struct store_txn *t, struct work *w, int fd, const char *tmp, uin
 	f.bytes = st.size;
 	f.lines = lines;
 	f.created_ms = now;
-	if (w->br->o.file_ttl_ms)
+	if (json_integer_value(json_object_get(b, "_output_ttl_s")) > 0)
+		f.expires_s = now / 1000 +
+		    (uint64_t)json_integer_value(json_object_get(b, "_output_ttl_s"));
+	else if (w->br->o.file_ttl_ms)
 		f.expires_s = (now + w->br->o.file_ttl_ms) / 1000;
 	rc = files_put(t, &f);
 	if (!rc)

@@ -360,6 +360,8 @@ test('POST /v1/batches: wrong window, endpoint, metadata, missing or foreign inp
     ['a user_data input file', { ...base, input_file_id: ud.id }, [400], 'input_file_id'],
     ['17 metadata pairs', { ...base, metadata: meta17 }, [400], 'metadata'],
     ['a metadata value that is not a string', { ...base, metadata: { n: 1 } }, [400], 'metadata'],
+    ['output_expires_after under an hour', { ...base, output_expires_after: { anchor: 'created_at', seconds: 60 } }, [400], 'output_expires_after'],
+    ['output_expires_after with another anchor', { ...base, output_expires_after: { anchor: 'last_active_at', seconds: 3600 } }, [400], 'output_expires_after'],
   ];
   for (const [what, body, statuses, param, code] of cases) {
     const r = await createBatch(d.base, body, { key: KEY });
@@ -394,4 +396,15 @@ test("GET and cancel of an unknown or another key's batch -> 404", async () => {
   // the owner still sees it, not cancelled
   const mine = await waitBatch(d.base, b.id, { key: 'k2' });
   assert.equal(mine.status, 'completed');
+});
+
+test('output_expires_after: the output file expires that long after it is made (found: ignored, +30 d)', async () => {
+  const f = await uploadOk(d.base, jsonl([L('ox1'), L('ox2')]), { key: KEY });
+  const b = await createBatchOk(d.base, f.id, { key: KEY, extra: { output_expires_after: { anchor: 'created_at', seconds: 7200 } } });
+  assert.ok(!Object.keys(b).some((k) => k.startsWith('_')), 'nothing internal shown');
+  const done = await waitBatch(d.base, b.id, { key: KEY });
+  assert.equal(done.status, 'completed', JSON.stringify(done));
+  const of = await request('GET', `${d.base}/v1/files/${done.output_file_id}`, { key: KEY });
+  assert.equal(of.status, 200, of.text);
+  assert.equal(of.json.expires_at, of.json.created_at + 7200);
 });
