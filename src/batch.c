@@ -443,8 +443,14 @@ batch_job_ended(struct store_txn *t, const struct job *j, uint64_t now_ms)
 	rc = batch_get(t, j->batch, &b);
 	if (rc)
 		return rc == SL_ENOTFOUND ? 0 : rc;
+	/* The counts cover what really ran (API.md): a line cancelled or
+	 * expired before its first call gets its error line, but is neither
+	 * completed nor failed. */
 	counts = json_object_get(b, "request_counts");
-	add_int(counts, j->state == JOB_SUCCESS ? "completed" : "failed", 1);
+	if (j->state == JOB_SUCCESS)
+		add_int(counts, "completed", 1);
+	else if (j->attempts > 0 || (j->end != JOB_END_CANCELLED && j->end != JOB_END_EXPIRED))
+		add_int(counts, "failed", 1);
 	if (j->end == JOB_END_EXPIRED)
 		add_int(b, "_expired", 1);
 	usage = json_object_get(b, "usage");

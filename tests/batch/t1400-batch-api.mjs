@@ -355,7 +355,10 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
   assert.equal(b.completed_at, null);
   const rc = b.request_counts;
   assert.equal(rc.total, 20);
-  assert.equal(rc.completed + rc.failed, 20, `counts add up: ${JSON.stringify(rc)}`);
+  // The counts cover what ran, as OpenAI's (an expired batch of theirs
+  // reads {total: 10, completed: 1, failed: 0}): the lines cancelled
+  // before their call are in the error file but not counted failed.
+  assert.ok(rc.completed + rc.failed < 20, `not every line ran: ${JSON.stringify(rc)}`);
   assert.ok(rc.completed >= 2 && rc.completed <= 8, `partial: ${JSON.stringify(rc)}`);
 
   assert.match(b.output_file_id, FILE_ID_RE);
@@ -363,7 +366,8 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
   const out = parseJsonl(await sdkContent(c, b.output_file_id));
   const errs = parseJsonl(await sdkContent(c, b.error_file_id));
   assert.equal(out.length, rc.completed);
-  assert.equal(errs.length, rc.failed);
+  assert.equal(errs.length, rc.total - rc.completed, 'every line that did not succeed has an error line');
+  assert.ok(rc.failed <= 4, `failed: only the calls in flight at the cancel (${rc.failed})`);
   for (const l of out) assertOutputLine(l, `[mock:delay=1500] slow ${l.custom_id.slice(5)}`);
   for (const l of errs) {
     assert.equal(l.response, null, JSON.stringify(l));
@@ -396,12 +400,11 @@ test('SDK: batches.cancel right after create (while validating or expanding) can
   assert.equal(b.status, 'cancelled', JSON.stringify(b));
   const rc = b.request_counts;
   assert.equal(rc.total, N);
-  assert.equal(rc.completed + rc.failed, N, JSON.stringify(rc));
-  assert.ok(rc.completed <= 4, `at most the lines in flight ran: ${JSON.stringify(rc)}`);
+  assert.ok(rc.completed + rc.failed <= 4, `at most the lines in flight ran: ${JSON.stringify(rc)}`);
   const errs = parseJsonl(await sdkContent(c, b.error_file_id));
   const out = b.output_file_id ? parseJsonl(await sdkContent(c, b.output_file_id)) : [];
   assert.equal(out.length, rc.completed);
-  assert.equal(errs.length, rc.failed);
+  assert.equal(errs.length, N - rc.completed, 'every line that did not succeed has an error line');
   for (const l of errs) assert.equal(l.error?.code, 'batch_cancelled', JSON.stringify(l));
   assert.equal(new Set([...out, ...errs].map((l) => l.custom_id)).size, N);
 });
