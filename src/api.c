@@ -22,11 +22,9 @@
 void
 api_key_tenant(const char *key, char out[JOB_TENANT_LEN + 1])
 {
-	char hex[65];
+	char hash[65];
 
-	sl_sha256_hex(key, strlen(key), hex);
-	memcpy(out, hex, JOB_TENANT_LEN);
-	out[JOB_TENANT_LEN] = '\0';
+	apikey_hash(key, hash, out); /* one derivation, or keys stop matching */
 }
 
 void

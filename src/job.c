@@ -104,6 +104,22 @@ job_release(struct job *j, uint64_t not_before_ms)
 }
 
 int
+job_requeue(struct job *j, uint64_t now_ms, uint64_t expires_ms)
+{
+	if (!job_is_final(j->state))
+		return SL_ESTALE;
+	j->state = JOB_QUEUED;
+	j->attempts = 0;
+	j->attempt_id = 0;
+	j->http_status = 0;
+	j->end = JOB_END_NONE;
+	j->dispatched_ms = j->finished_ms = j->lease_ms = 0;
+	j->not_before_ms = now_ms;
+	j->expires_ms = expires_ms;
+	return 0;
+}
+
+int
 job_finish(struct job *j, uint64_t attempt_id, bool success, uint64_t now_ms)
 {
 	if (j->state != JOB_IN_PROGRESS || j->attempt_id != attempt_id)

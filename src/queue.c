@@ -306,14 +306,9 @@ queue_requeue(struct store_txn *t, const char *id, uint64_t now_ms, uint64_t ttl
 	if (!job_is_final(old.state) || (old.state == JOB_SUCCESS && !force))
 		return SL_ESTALE;
 	j = old;
-	j.state = JOB_QUEUED;
-	j.attempts = 0;
-	j.attempt_id = 0;
-	j.http_status = 0;
-	j.end = JOB_END_NONE;
-	j.dispatched_ms = j.finished_ms = j.lease_ms = 0;
-	j.not_before_ms = now_ms;
-	j.expires_ms = now_ms + ttl_ms;
+	rc = job_requeue(&j, now_ms, now_ms + ttl_ms);
+	if (rc)
+		return rc;
 	job_set_message(&j, "Requeued by operator");
 	rc = store_job_put(t, &old, &j);
 	if (!rc)

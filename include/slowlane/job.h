@@ -3,7 +3,9 @@
  * them, and its on-disk encoding. Pure: no I/O, "now" is always an argument.
  *
  * A job moves Queued -> In Progress -> Success | Failed, and In Progress ->
- * Queued again for a retry or after a crash. Each state implies exactly which
+ * Queued again for a retry, a crash or a release; expiry and cancel take
+ * Queued or In Progress to Failed; an operator's requeue takes Success or
+ * Failed back to Queued. Every move is one function below. Each state implies exactly which
  * store indexes hold the job (job_in_ready() and friends); store.c keeps the
  * indexes in step with that one rule.
  */
@@ -103,6 +105,9 @@ int job_release(struct job *j, uint64_t not_before_ms);
 int job_finish(struct job *j, uint64_t attempt_id, bool success, uint64_t now_ms);
 /* Queued or In Progress -> Failed, whatever the attempt (expiry, cancel). */
 int job_end(struct job *j, uint64_t now_ms);
+/* Success or Failed -> Queued as new (an operator's requeue): attempts,
+ * outcome and times cleared, due at now, expiring at `expires_ms`. */
+int job_requeue(struct job *j, uint64_t now_ms, uint64_t expires_ms);
 
 /* ---- encoding ---- */
 

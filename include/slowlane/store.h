@@ -44,7 +44,9 @@ struct store_txn;
 
 struct store_opts {
 	uint64_t map_size; /* bytes; 0 = default (16 GiB, sparse) */
-	bool read_only;    /* open without write access (inspection) */
+	bool read_only;    /* transactions are read-only (inspection); a store that
+	                    * lacks a database an older build did not have is
+	                    * reopened for writing once to create it */
 	bool create;       /* create the directory and store if missing */
 };
 
@@ -55,8 +57,10 @@ struct store_counts {
 /* Opens the store in directory `dir`, creating it if opts->create.
  * Returns 0; SL_ENOTFOUND if the directory or store is missing (and not
  * opts->create);
- * SL_EVERSION if the store was written by a newer format; SL_ESTORE or
- * -errno otherwise (logged). On success *out is owned by the caller. */
+ * SL_EVERSION if the store was written by a newer format; SL_ECORRUPT if
+ * data.mdb is empty, shorter than its last page or has a bad format record;
+ * SL_ESTORE or -errno otherwise (logged). On success *out is owned by the
+ * caller. */
 int store_open(const char *dir, const struct store_opts *opts, struct store **out);
 /* Closes the store; no transaction may be open. store_close(NULL) is a no-op. */
 void store_close(struct store *st);
@@ -65,7 +69,9 @@ void store_close(struct store *st);
  * Returns 0, SL_ESTORE (logged) or -ENOMEM. */
 int store_begin(struct store *st, bool read_only, struct store_txn **out);
 /* Commits and frees `t` (synced to disk for a top-level write transaction).
- * Returns 0, SL_EFULL, or SL_ESTORE / -EIO (the transaction is lost). */
+ * Returns 0, SL_EFULL, -ENOMEM, or SL_ESTORE / -EIO (the transaction is
+ * lost). After a big delete it may make one more small synced commit of
+ * its own (meta "freed_ms", so that freed pages become reusable). */
 int store_commit(struct store_txn *t);
 /* Discards and frees `t`. store_abort(NULL) is a no-op. */
 void store_abort(struct store_txn *t);
@@ -84,7 +90,9 @@ int store_meta_put_u64(struct store_txn *t, const char *name, uint64_t val);
 int store_job_get(struct store_txn *t, const char *id, struct job *out);
 /* Writes `nw` and moves its index entries from what `old` implied to what
  * `nw` implies (old == NULL for a new job). The caller passes the record as
- * it was read in this transaction. Returns 0, SL_EFULL or SL_ESTORE. */
+ * it was read in this transaction, and keeps the per-state counts and the
+ * key's unfinished count (`tenant_counts`) in step. Returns 0, SL_EFULL,
+ * SL_ECORRUPT (a count record damaged), -EIO or SL_ESTORE. */
 int store_job_put(struct store_txn *t, const struct job *old, const struct job *nw);
 /* Deletes a job, its body, result and index entries. */
 int store_job_delete(struct store_txn *t, const struct job *j);

@@ -45,6 +45,10 @@ main(void)
 	    "final: in no queue index");
 	ok(job_end(&j, 6000) == SL_ESTALE, "a final job cannot be ended again");
 	ok(job_finish(&j, 44, false, 7000) == SL_ESTALE, "a final job cannot be finished again");
+	ok(job_requeue(&j, 8000, 9000) == 0 && j.state == JOB_QUEUED && j.attempts == 0 &&
+	    j.finished_ms == 0 && j.not_before_ms == 8000 && j.expires_ms == 9000 &&
+	    job_in_ready(&j), "an operator's requeue makes a final job new again");
+	ok(job_requeue(&j, 8000, 9000) == SL_ESTALE, "only a final job can be requeued");
 
 	j = queued();
 	job_claim(&j, 2000, 50, 5000);
