@@ -1354,6 +1354,12 @@ store_attempt_list(struct store_txn *t, const char *id,
 
 /* ---- consistency check ---- */
 
+/* Unfinished jobs of one key, as the records say (check). */
+struct tenant_tally {
+	unsigned char tenant[JOB_TENANT_LEN]; /* NUL-padded, as tenant_counts' keys */
+	uint64_t n;
+};
+
 struct check_ctx {
 	struct store_txn *t;
 	bool repair;
@@ -1361,8 +1367,43 @@ struct check_ctx {
 	void *arg;
 	struct store_check_result *res;
 	uint64_t counts[JOB_STATE_COUNT];
+	/* Sorted by tenant; as many entries as keys with unfinished jobs, not
+	 * as jobs. */
+	struct tenant_tally *tally;
+	size_t n_tally, cap_tally;
 	int rc;
 };
+
+/* The tally of `tenant` (padded), added if missing; NULL without memory. */
+static struct tenant_tally *
+tally_of(struct check_ctx *c, const unsigned char *tenant)
+{
+	size_t lo = 0, hi = c->n_tally;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int d = memcmp(c->tally[mid].tenant, tenant, JOB_TENANT_LEN);
+		if (d == 0)
+			return &c->tally[mid];
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (c->n_tally == c->cap_tally) {
+		size_t cap = c->cap_tally ? 2 * c->cap_tally : 16;
+		struct tenant_tally *p = realloc(c->tally, cap * sizeof *p);
+		if (!p)
+			return NULL;
+		c->tally = p;
+		c->cap_tally = cap;
+	}
+	memmove(&c->tally[lo + 1], &c->tally[lo], (c->n_tally - lo) * sizeof *c->tally);
+	c->n_tally++;
+	memcpy(c->tally[lo].tenant, tenant, JOB_TENANT_LEN);
+	c->tally[lo].n = 0;
+	return &c->tally[lo];
+}
 
 static void
 problem(struct check_ctx *c, const char *id, const char *what, bool repaired)
@@ -1415,6 +1456,15 @@ check_job(void *arg, const char *id, const struct job *j)
 		return 0;
 	}
 	c->counts[j->state]++;
+	if (!job_is_final(j->state)) {
+		unsigned char k[JOB_TENANT_LEN] = { 0 };
+		struct tenant_tally *tt;
+
+		memcpy(k, j->tenant, strnlen(j->tenant, JOB_TENANT_LEN));
+		if ((tt = tally_of(c, k)) == NULL)
+			return c->rc = -ENOMEM;
+		tt->n++;
+	}
 	expect_time_key(c, DB_READY, j, job_in_ready(j), j->not_before_ms);
 	expect_time_key(c, DB_EXPIRY, j, job_in_expiry(j), j->expires_ms);
 	expect_time_key(c, DB_CREATED, j, true, j->created_ms);
@@ -1442,6 +1492,59 @@ check_job(void *arg, const char *id, const struct job *j)
 			problem(c, id, "result failed its checksum", false);
 		else if (brc == SL_ENOTFOUND && j->state == JOB_SUCCESS)
 			problem(c, id, "Success without a stored result", false);
+	}
+	return 0;
+}
+
+/* `tenant_counts` against the tally of the records (--max-queued reads it:
+ * a drift there would refuse or let through the wrong submits). */
+static int
+check_tenant_counts(struct check_ctx *c)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, mrc;
+
+	rc = mdb_cursor_open(c->t->txn, c->t->st->dbi[DB_TENANT_COUNTS], &cur);
+	if (rc)
+		return map_rc(rc, "cursor");
+	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+	    mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct tenant_tally *tt;
+		uint64_t have = v.mv_size == 8 ? sl_get_be64(v.mv_data) : UINT64_MAX;
+
+		if (k.mv_size != JOB_TENANT_LEN)
+			continue;
+		if ((tt = tally_of(c, k.mv_data)) == NULL) {
+			mdb_cursor_close(cur);
+			return -ENOMEM;
+		}
+		tt->n |= UINT64_C(1) << 63; /* seen in the table */
+		if (have != (tt->n & ~(UINT64_C(1) << 63))) {
+			unsigned char buf[8];
+			MDB_val nv = { sizeof buf, buf };
+			bool fixed = false;
+			sl_put_be64(buf, tt->n & ~(UINT64_C(1) << 63));
+			if (c->repair)
+				fixed = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT) == 0;
+			problem(c, "-", "a key's count of unfinished jobs (--max-queued) disagrees "
+			    "with the records", fixed);
+		}
+	}
+	mdb_cursor_close(cur);
+	if (mrc != MDB_NOTFOUND)
+		return map_rc(mrc, "scan tenant counts");
+	for (size_t i = 0; i < c->n_tally; i++) {
+		unsigned char buf[8];
+		bool fixed = false;
+
+		if (c->tally[i].n & (UINT64_C(1) << 63))
+			continue;
+		sl_put_be64(buf, c->tally[i].n);
+		if (c->repair)
+			fixed = put_key(c->t, DB_TENANT_COUNTS, c->tally[i].tenant, JOB_TENANT_LEN,
+			    buf, sizeof buf) == 0;
+		problem(c, "-", "a key with unfinished jobs has no count (--max-queued)", fixed);
 	}
 	return 0;
 }
@@ -1544,7 +1647,9 @@ store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
 		}
 		problem(&c, "-", "per-state counts disagree with the records", fixed);
 	}
-	return 0;
+	rc = check_tenant_counts(&c);
+	free(c.tally);
+	return rc;
 }
 
 /* ---- tables of checked records ---- */

@@ -172,8 +172,9 @@ break_index(const char *path)
 {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi ready, meta;
-	unsigned char k[29];
+	MDB_dbi ready, meta, tc;
+	unsigned char k[29], tk[JOB_TENANT_LEN] = { 0 }, tn[8];
+	MDB_val tkey = { sizeof tk, tk }, tval = { sizeof tn, tn };
 	MDB_val key = { sizeof k, k }, v = { 0, "" };
 	MDB_val ck = { 6, "counts" }, cv = { 32, "\0\0\0\0\0\0\0\x07\0\0\0\0\0\0\0\0"
 	    "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0" };
@@ -191,6 +192,10 @@ break_index(const char *path)
 	memcpy(k + 8, "EEEEEEEEEEEEEEEEEEEEE", 21);
 	mdb_put(txn, ready, &key, &v, 0);
 	mdb_put(txn, meta, &ck, &cv, 0);
+	/* the key "" (every job here) said to have 99 unfinished jobs */
+	mdb_dbi_open(txn, "tenant_counts", 0, &tc);
+	sl_put_be64(tn, 99);
+	mdb_put(txn, tc, &tkey, &tval, 0);
 	mdb_txn_commit(txn);
 	mdb_env_close(env);
 }
@@ -499,12 +504,12 @@ main(void)
 		break_index(dir);
 		store_open(dir, &so, &st);
 		store_begin(st, true, &t);
-		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 3,
-		    "check finds a missing, a dangling entry and bad counts (%llu)",
-		    (unsigned long long)res.problems);
+		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 4,
+		    "check finds a missing, a dangling entry, bad counts and a key's bad "
+		    "unfinished count (%llu)", (unsigned long long)res.problems);
 		store_abort(t);
 		t = wtxn();
-		ok(store_check(t, true, NULL, NULL, &res) == 0 && res.repaired == 3, "repair fixes them");
+		ok(store_check(t, true, NULL, NULL, &res) == 0 && res.repaired == 4, "repair fixes them");
 		store_commit(t);
 		store_begin(st, true, &t);
 		ok(store_check(t, false, NULL, NULL, &res) == 0 && res.problems == 0,
