@@ -19,7 +19,8 @@
  *   outbox    due_ms | event id        -> webhook delivery waiting to be sent
  *   deliveries event id                -> how a finished delivery ended
  *   files, file_index, batches, batch_index, batch_lines, batch_active,
- *   idempotency: the Files and Batch API (see enum store_table)
+ *   idempotency, keys: the Files and Batch API, API keys (enum store_table)
+ *   tenant_counts tenant (16, NUL-padded) -> be64 unfinished jobs (--max-queued)
  *
  * Threads: a write transaction belongs to the thread that began it (the
  * daemon's writer thread, or slowlanectl). Read transactions may be used by
@@ -251,10 +252,11 @@ struct store_check_result {
 	uint64_t repaired;  /* fixed (with repair) */
 };
 /* Verifies that every index agrees with the job records (each job in
- * exactly the indexes its state implies, no dangling entries, counts
- * right) and, with `repair` (write transaction), fixes what it can: missing
- * entries added, dangling ones removed, counts rewritten. Corrupt records
- * are reported, not changed. */
+ * exactly the indexes its state implies, no dangling entries, the
+ * per-state counts and each key's unfinished count right) and, with
+ * `repair` (write transaction), fixes what it can: missing entries added,
+ * dangling ones removed, counts rewritten. Corrupt records are reported,
+ * not changed. Memory: one tally per key with unfinished jobs. */
 int store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
     struct store_check_result *out);
 
