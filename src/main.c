@@ -400,10 +400,10 @@ teardown(struct daemon *d)
 		close(d->dir_lock);
 	intake_free(d->in);
 	if (d->loop)
-		log_info("stopped: %llu submits answered; %llu commits, %llu store operations, "
-		    "%llu submits journaled in %llu appends", (unsigned long long)submitted,
-		    (unsigned long long)ws.commits, (unsigned long long)ws.ops,
-		    (unsigned long long)ws.journaled, (unsigned long long)ws.appends);
+		log_info("stopped: %llu commits, %llu store operations, %llu submits journaled "
+		    "in %llu appends; %llu submits answered", (unsigned long long)ws.commits,
+		    (unsigned long long)ws.ops, (unsigned long long)ws.journaled,
+		    (unsigned long long)ws.appends, (unsigned long long)submitted);
 	config_release(&d->cfg);
 }
 
