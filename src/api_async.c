@@ -253,8 +253,8 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 	char tenant[JOB_TENANT_LEN + 1];
 	struct validate_info info;
 	struct sl_error err;
-	struct insert_op *s;
-	int rc;
+	struct insert_op *s = NULL;
+	bool replied = false; /* answered already (a replay, a 429) */
 
 	if (!api_authenticate(a, r, tenant))
 		return;
@@ -262,37 +262,31 @@ submit(struct http_req *r, struct api *a, enum job_kind kind)
 	if (s)
 		s->jobs = calloc(1, sizeof *s->jobs);
 	if (!s || !s->jobs) {
-		insert_free(s);
-		api_reply_err(r, 503, "server_error", NULL, NULL, "Out of memory.");
-		return;
+		sl_error_set(&err, 503, "server_error", NULL, NULL, "Out of memory.");
+		goto fail;
 	}
 	s->body = http_req_body(r, &s->body_len);
-	if (idem_begin(a, r, kind == JOB_CHAT ? "chat.completions" : "completions", tenant,
-	    s->body, s->body_len, s)) {
-		insert_free(s);
-		return;
-	}
-	if (validate_request(kind, s->body, s->body_len, &info, &err)) {
-		http_reply_error(r, &err);
-		insert_free(s);
-		return;
-	}
-	rc = build_job(a, tenant, kind, &info, sl_wall_ms(), &s->jobs[0], &err);
-	if (rc) {
-		http_reply_error(r, &err);
-		insert_free(s);
-		return;
-	}
+	replied = idem_begin(a, r, kind == JOB_CHAT ? "chat.completions" : "completions",
+	    tenant, s->body, s->body_len, s);
+	if (replied)
+		goto fail;
+	if (validate_request(kind, s->body, s->body_len, &info, &err) ||
+	    build_job(a, tenant, kind, &info, sl_wall_ms(), &s->jobs[0], &err))
+		goto fail;
 	/* The quota last: a request that can never succeed is told so, not
 	 * told to retry (429). */
-	if (api_over_queue_limit(a, r, tenant, 1)) {
-		insert_free(s);
-		return;
-	}
+	replied = api_over_queue_limit(a, r, tenant, 1);
+	if (replied)
+		goto fail;
 	s->n = 1;
 	s->api = a;
 	s->req = r;
 	insert_submit(s);
+	return;
+fail:
+	insert_free(s);
+	if (!replied)
+		http_reply_error(r, &err);
 }
 
 void api_h_chat(struct http_req *r, void *ctx) { submit(r, ctx, JOB_CHAT); }
