@@ -384,32 +384,23 @@ intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **
 	struct job first;
 	struct view v;
 	size_t k = 0, need;
-	int rc;
+	int rc = -ENOMEM;
 
-	if (!r || !spare) {
-		free(r);
-		free(spare);
-		return -ENOMEM;
-	}
+	if (!r || !spare)
+		goto out;
 	memcpy(r->data, rec, len);
 	r->len = len;
 	r->refs = 1; /* the holder's */
 	rc = decode(r->data, len, &v);
 	if (rc == 0)
 		rc = member_job(&v, 0, &first); /* all members share a tenant */
-	if (rc) {
-		free(r);
-		free(spare);
-		return rc;
-	}
+	if (rc)
+		goto out;
 	need = v.n + (v.group_id ? 1 : 0);
 	for (; k < need; k++)
 		if (!(e[k] = malloc(sizeof **e))) {
-			while (k)
-				free(e[--k]);
-			free(r);
-			free(spare);
-			return -ENOMEM;
+			rc = -ENOMEM;
+			goto out;
 		}
 	pthread_mutex_lock(&in->mu);
 	k = 0;
@@ -423,6 +414,12 @@ intake_hold(struct intake *in, const void *rec, size_t len, struct intake_ref **
 	free(spare); /* NULL if it was used */
 	*held = r;
 	return 0;
+out:
+	while (k)
+		free(e[--k]);
+	free(r);
+	free(spare);
+	return rc;
 }
 
 void
