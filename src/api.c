@@ -224,13 +224,15 @@ api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const cha
 }
 
 void
-api_idem_digest(const char *endpoint, const void *body, size_t len, char out[65])
+api_idem_digest(const char *endpoint, const void *body, size_t len,
+    char out[IDEM_DIGEST_LEN + 1])
 {
 	char both[129]; /* hex digests of the endpoint and of the body (+ NUL) */
 
 	sl_sha256_hex(endpoint, strlen(endpoint), both);
 	sl_sha256_hex(body, len, both + 64);
 	sl_sha256_hex(both, 128, out);
+	memcpy(out + 64, both + 64, 65); /* the body's alone, for older records */
 }
 
 void

@@ -45,7 +45,7 @@ struct insert_op {
 	unsigned char *rec;   /* the journal's record of it (intake.h), or NULL */
 	/* Idempotency-Key (API.md section 3): such a submit commits directly,
 	 * its first answer kept in the transaction that stores it. */
-	char idem[IDEM_KEY_MAX + 1], digest[65];
+	char idem[IDEM_KEY_MAX + 1], digest[IDEM_DIGEST_LEN + 1];
 	char *replay;         /* out: the first answer for the same key */
 	bool replay_same;     /* ... for the same request */
 };

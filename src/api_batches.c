@@ -25,7 +25,7 @@ struct batch_op {
 	json_t *b;              /* the record (create) */
 	char id[BATCH_ID_LEN + 1];
 	char tenant[JOB_TENANT_LEN + 1];
-	char idem[IDEM_KEY_MAX + 1], digest[65];
+	char idem[IDEM_KEY_MAX + 1], digest[IDEM_DIGEST_LEN + 1];
 	bool cancel;
 	bool new_hook;          /* register `hook` for the batch's webhook_url */
 	struct webhook hook;
@@ -285,7 +285,7 @@ void
 api_h_batch_create(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
-	char tenant[JOB_TENANT_LEN + 1], digest[65];
+	char tenant[JOB_TENANT_LEN + 1], digest[IDEM_DIGEST_LEN + 1];
 	const char *key = http_req_header(r, "Idempotency-Key"), *body;
 	struct batch_op *o;
 	json_t *in, *rec = NULL;

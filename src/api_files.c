@@ -40,7 +40,7 @@ struct upload {
 	struct files_jsonl scan; /* are the bytes JSONL? */
 	struct sl_sha256 *hash;
 	char purpose[FIELD_MAX], anchor[FIELD_MAX], seconds[FIELD_MAX];
-	char idem[IDEM_KEY_MAX + 1], digest[65];
+	char idem[IDEM_KEY_MAX + 1], digest[IDEM_DIGEST_LEN + 1];
 	char *answer;         /* idempotent replay, or NULL */
 	bool answer_same;     /* ... for the same request */
 	struct sl_file f;
@@ -298,6 +298,8 @@ api_h_file_upload(struct http_req *r, void *ctx)
 	sl_sha256_update(u->hash, u->f.filename, strlen(u->f.filename) + 1);
 	sl_sha256_update(u->hash, u->seconds, strlen(u->seconds));
 	sl_sha256_final(u->hash, u->digest);
+	memcpy(u->digest + 64, u->digest, 64); /* one digest, old records or new */
+	u->digest[IDEM_DIGEST_LEN] = '\0';
 	u->hash = NULL;
 	if (api_idem_replay(a, r, tenant, key, u->digest))
 		return;

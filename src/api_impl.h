@@ -10,6 +10,7 @@
 
 #include "slowlane/api.h"
 #include "slowlane/http.h"
+#include "slowlane/idem.h"
 #include "slowlane/job.h"
 
 struct api_key {
@@ -67,7 +68,8 @@ void api_idem_answer(struct http_req *r, char *answer, bool same);
  * the same key and body sent to another endpoint is another request (409).
  * `endpoint` names what the request does, so aliases share it
  * (/v1/slow/chat/completions and /v1/async/chat/completions). */
-void api_idem_digest(const char *endpoint, const void *body, size_t len, char out[65]);
+void api_idem_digest(const char *endpoint, const void *body, size_t len,
+    char out[IDEM_DIGEST_LEN + 1]);
 bool api_idem_replay(struct api *a, struct http_req *r, const char *tenant, const char *key,
     const char *digest);
 /* Parses a `limit` query value (NULL keeps *out) in 1..max. Returns false

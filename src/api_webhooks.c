@@ -24,7 +24,7 @@ struct webhook_op {
 	struct http_req *req;
 	enum wh_action action;
 	struct webhook w;
-	char idem[IDEM_KEY_MAX + 1], digest[65]; /* create: Idempotency-Key */
+	char idem[IDEM_KEY_MAX + 1], digest[IDEM_DIGEST_LEN + 1]; /* create: Idempotency-Key */
 	char *replay;           /* out: the first answer for the same key */
 	bool replay_same;       /* ... for the same request */
 };

@@ -16,8 +16,15 @@
 #include "slowlane/job.h"
 #include "slowlane/util.h"
 
-#define STAMP 0x01
-#define HEAD (64 + 1 + 8) /* hash, STAMP, ms */
+#define STAMP 0x01        /* hash of the body alone, then the time */
+#define STAMP_SCOPED 0x02 /* hash of the endpoint and the body, then the time */
+#define HEAD (64 + 1 + 8) /* hash, stamp, ms */
+
+static bool
+stamped(const unsigned char *d, size_t len)
+{
+	return d && len >= HEAD && (d[64] == STAMP || d[64] == STAMP_SCOPED);
+}
 
 static size_t
 make_key(unsigned char *k, const char *tenant, const char *key)
@@ -44,8 +51,10 @@ idem_lookup(struct store_txn *t, const char *tenant, const char *key, const char
 		return rc;
 	if (len < 64)
 		return SL_ECORRUPT;
-	*same = memcmp(data, hash, 64) == 0;
-	skip = len >= HEAD && ((const unsigned char *)data)[64] == STAMP ? HEAD : 64;
+	/* A record from before the endpoint was hashed holds the body's hash. */
+	*same = memcmp(data, len >= HEAD && ((const unsigned char *)data)[64] == STAMP_SCOPED
+	    ? hash : hash + 64, 64) == 0;
+	skip = stamped(data, len) ? HEAD : 64;
 	*answer = malloc(len - skip + 1);
 	if (!*answer)
 		return -ENOMEM;
@@ -66,7 +75,7 @@ idem_store(struct store_txn *t, const char *tenant, const char *key, const char 
 	if (!buf)
 		return -ENOMEM;
 	memcpy(buf, hash, 64);
-	buf[64] = STAMP;
+	buf[64] = STAMP_SCOPED;
 	sl_put_be64(buf + 65, sl_wall_ms());
 	memcpy(buf + HEAD, answer, alen);
 	rc = store_table_put(t, STORE_T_IDEMPOTENCY, k, make_key(k, tenant, key), buf,
@@ -97,7 +106,7 @@ sweep_one(void *arg, const void *key, size_t klen, const void *data, size_t len)
 		*c->nlen = klen;
 		return 1;
 	}
-	if (d && len >= HEAD && d[64] == STAMP && sl_get_be64(d + 65) < c->before_ms) {
+	if (stamped(d, len) && sl_get_be64(d + 65) < c->before_ms) {
 		memcpy(c->doomed[c->n], key, klen);
 		c->dlen[c->n++] = klen;
 	}

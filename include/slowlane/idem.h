@@ -16,14 +16,19 @@
 #define IDEM_KEEP_MS (24ull * 3600 * 1000)
 /* A record's key: tenant (16 bytes) | the header's value. */
 #define IDEM_RECORD_KEY_MAX (16 + IDEM_KEY_MAX + 1)
+/* What a request is compared by: 64 hex chars of its digest (its endpoint
+ * and body), then 64 of the digest records stamped before endpoints were
+ * part of it hold (the body alone), so a retry across that upgrade still
+ * gets its first answer. */
+#define IDEM_DIGEST_LEN 128
 
 /* Looks up `key` for `tenant`. Returns 0 and a malloc'd copy of the first
- * answer in *answer (and *same = whether `hash` matches the first
- * request's), or SL_ENOTFOUND. */
+ * answer in *answer (and *same = whether `hash`, IDEM_DIGEST_LEN chars,
+ * matches the first request's), or SL_ENOTFOUND. */
 int idem_lookup(struct store_txn *t, const char *tenant, const char *key, const char *hash,
     char **answer, bool *same);
-/* Keeps `answer` for (tenant, key) with the request's `hash`, stamped with
- * the wall clock. */
+/* Keeps `answer` for (tenant, key) with the request's `hash` (its first 64
+ * chars), stamped with the wall clock. */
 int idem_store(struct store_txn *t, const char *tenant, const char *key, const char *hash,
     const char *answer);
 

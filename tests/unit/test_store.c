@@ -279,7 +279,11 @@ idem_records(void)
 	struct store *s2;
 	struct store_txn *t;
 	unsigned char next[IDEM_RECORD_KEY_MAX], from[IDEM_RECORD_KEY_MAX];
-	static const char hash[65] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	/* IDEM_DIGEST_LEN: the endpoint-and-body digest, then the body's alone */
+	static const char hash[IDEM_DIGEST_LEN + 1] =
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	    "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+	char other[IDEM_DIGEST_LEN + 1];
 	unsigned char oldk[16 + 3] = { 't', '1' }; /* tenant "t1", NUL-padded */
 	size_t flen = 0, nlen, del, total = 0, steps = 0;
 	bool same = false;
@@ -291,15 +295,22 @@ idem_records(void)
 		snprintf(key, sizeof key, "key-%d", i);
 		idem_store(t, "t1", key, hash, "{\"id\":\"x\"}");
 	}
-	/* A record as versions before the stamp wrote it: hash, then answer. */
+	/* A record as versions before the stamp wrote it: the body's hash,
+	 * then the answer; and one stamped before endpoints were hashed. */
 	memcpy(oldk + 16, "old", 3);
 	{
 		char rec[64 + 7];
-		memcpy(rec, hash, 64);
+		unsigned char v1[64 + 1 + 8 + 7], v1k[16 + 2] = { 't', '1', [16] = 'v', '1' };
+		memcpy(rec, hash + 64, 64);
 		memcpy(rec + 64, "{\"o\":1}", 7);
 		store_table_put(t, STORE_T_IDEMPOTENCY, oldk, sizeof oldk, rec, sizeof rec);
+		memcpy(v1, hash + 64, 64);
+		v1[64] = 0x01;
+		sl_put_be64(v1 + 65, sl_wall_ms());
+		memcpy(v1 + 73, "{\"v\":1}", 7);
+		store_table_put(t, STORE_T_IDEMPOTENCY, v1k, sizeof v1k, v1, sizeof v1);
 	}
-	ok(store_commit(t) == 0, "11 records stored");
+	ok(store_commit(t) == 0, "12 records stored");
 	store_begin(s2, false, &t);
 	ok(idem_lookup(t, "t1", "old", hash, &ans, &same) == 0 && same &&
 	    strcmp(ans, "{\"o\":1}") == 0, "an unstamped record still answers");
@@ -307,6 +318,15 @@ idem_records(void)
 	ans = NULL;
 	ok(idem_lookup(t, "t1", "key-3", hash, &ans, &same) == 0 && same &&
 	    strcmp(ans, "{\"id\":\"x\"}") == 0, "a stamped record answers without its stamp");
+	free(ans);
+	ok(idem_lookup(t, "t1", "v1", hash, &ans, &same) == 0 && same &&
+	    strcmp(ans, "{\"v\":1}") == 0, "a record stamped before endpoints were hashed "
+	    "matches the body's digest (a retry across the upgrade)");
+	free(ans);
+	memcpy(other, hash, sizeof other);
+	other[0] = 'x'; /* same body, another endpoint */
+	ok(idem_lookup(t, "t1", "key-3", other, &ans, &same) == 0 && !same,
+	    "a new record compares the endpoint's digest");
 	free(ans);
 	ok(idem_sweep(t, sl_wall_ms(), 3600 * 1000, NULL, 0, 100, next, &nlen, &del) == 0 &&
 	    del == 0 && nlen == 0, "within the keep nothing goes, one step reaches the end");
@@ -317,7 +337,7 @@ idem_records(void)
 		memcpy(from, next, nlen);
 		flen = nlen;
 	} while (nlen && ++steps < 20);
-	is_int(total, 10, "steps of 3 deleted the 10 stamped records past the keep");
+	is_int(total, 11, "steps of 3 deleted the 11 stamped records past the keep");
 	is_int(steps, 3, "in 4 steps, the cursor carried between them");
 	ok(idem_lookup(t, "t1", "key-0", hash, &ans, &same) == SL_ENOTFOUND &&
 	    idem_lookup(t, "t1", "old", hash, &ans, &same) == 0, "the unstamped one is kept");
