@@ -132,10 +132,10 @@ submit_op(struct api *a, struct http_req *r, struct webhook_op *o)
 }
 
 /* Joins an "events" value (array of strings, or a string) into `out`.
- * Returns 0, or -1 (not strings, too long) or -2 (an unknown name, left in
- * *bad). */
+ * Returns 0, or -1 (not strings, too long) or -2 (an unknown name, copied
+ * into bad[64]). */
 static int
-events_arg(json_t *ev, char *out, size_t cap, const char **bad)
+events_arg(json_t *ev, char *out, size_t cap, char bad[64])
 {
 	size_t i;
 	json_t *e;
@@ -144,9 +144,20 @@ events_arg(json_t *ev, char *out, size_t cap, const char **bad)
 	if (!ev || json_is_null(ev))
 		return 0;
 	if (json_is_string(ev)) {
-		if (!webhook_event_valid(json_string_value(ev))) {
-			*bad = json_string_value(ev);
-			return -2;
+		/* "a,b" as well as "a": each name checked, stored as given
+		 * (webhook_wants splits on commas); "" means all. */
+		const char *p = json_string_value(ev);
+		while (*p) {
+			size_t n;
+			while (*p == ',' || *p == ' ')
+				p++;
+			n = strcspn(p, ", ");
+			if (n == 0)
+				break;
+			snprintf(bad, 64, "%.*s", (int)n, p);
+			if (n >= 64 || !webhook_event_valid(bad))
+				return -2;
+			p += n;
 		}
 		return (size_t)snprintf(out, cap, "%s", json_string_value(ev)) < cap ? 0 : -1;
 	}
@@ -157,7 +168,7 @@ events_arg(json_t *ev, char *out, size_t cap, const char **bad)
 		if (!json_is_string(e) || strchr(json_string_value(e), ','))
 			return -1;
 		if (!webhook_event_valid(json_string_value(e))) {
-			*bad = json_string_value(e);
+			snprintf(bad, 64, "%s", json_string_value(e));
 			return -2;
 		}
 		if ((size_t)snprintf(out + len, cap - len, "%s%s", len ? "," : "",
@@ -172,7 +183,8 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
 	char tenant[JOB_TENANT_LEN + 1], why[256], events[WEBHOOK_EVENTS_MAX + 1];
-	const char *body, *url, *key, *bad = NULL;
+	const char *body, *url, *key;
+	char bad[64];
 	int rc;
 	struct webhook_op *o;
 	json_t *root;
@@ -195,7 +207,7 @@ api_h_webhook_create(struct http_req *r, void *ctx)
 		    strlen(url) > WEBHOOK_URL_MAX ? "The URL is too long." : why);
 		goto out;
 	}
-	rc = events_arg(json_object_get(root, "events"), events, sizeof events, &bad);
+	rc = events_arg(json_object_get(root, "events"), events, sizeof events, bad);
 	if (rc == -2) {
 		snprintf(why, sizeof why, "Unknown event '%.40s': the events are "
 		    WEBHOOK_EVENT_NAMES ", or a prefix such as \"batch.*\".", bad);

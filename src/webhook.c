@@ -183,7 +183,7 @@ webhook_wants(const struct webhook *w, const char *event)
 	while (*p) {
 		size_t n = strcspn(p, ",");
 		if ((n == strlen(event) && strncmp(p, event, n) == 0) ||
-		    (n >= 2 && p[n - 1] == '*' && strncmp(p, event, n - 1) == 0))
+		    (n >= 1 && p[n - 1] == '*' && strncmp(p, event, n - 1) == 0))
 			return true;
 		p += n;
 		while (*p == ',' || *p == ' ')

@@ -137,6 +137,16 @@ test('registration API: create, list, get, rotate-secret, delete; secrets only o
     chatBody('to a deleted hook', { metadata: { webhook_id: a.id } }), K1);
   assert.equal(s.status, 400, s.text);
   assert.equal(errorOf(s).code, 'webhook_not_found');
+  // the other ways to name events (found: "*" taken but never matching, ""
+  // and "a,b" refused): each is taken and means what it says
+  for (const events of ['*', '', 'batch.completed,batch.failed', ['*']]) {
+    const w = await hooks(d.base, 'POST', '', { url: 'https://hooks.example.com/forms', events });
+    assert.equal(w.status, 200, `${JSON.stringify(events)}: ${w.text}`);
+    const s2 = await submit(d.base, '/v1/slow/chat/completions',
+      chatBody('events forms', { metadata: { webhook_id: w.json.id } }), K1);
+    const takes = events !== 'batch.completed,batch.failed';
+    assert.equal(s2.status, takes ? 200 : 400, `${JSON.stringify(events)}: ${s2.text}`);
+  }
   // a webhook that never takes what a submit would send it is refused
   // (found: accepted, and nothing was ever delivered)
   const only = await hooks(d.base, 'POST', '', { url: 'https://hooks.example.com/only-batches', events: ['batch.*'] });
