@@ -138,7 +138,8 @@ api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *
 			u->have_file = true;
 			snprintf(u->f.filename, sizeof u->f.filename, "%s",
 			    filename && *filename ? filename : "upload.jsonl");
-			trim_partial_utf8(u->f.filename);
+			if (filename && strlen(filename) >= sizeof u->f.filename)
+				trim_partial_utf8(u->f.filename); /* cut: on a character */
 			sl_random_id(rnd, 16);
 			snprintf(u->tmp, sizeof u->tmp, "%s/files/.upload-%s", a->data_dir, rnd);
 			u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

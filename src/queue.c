@@ -262,7 +262,8 @@ queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t
 		 * pauses and restarts do not use up --max-attempts. */
 		if (j.attempts > 0)
 			j.attempts--;
-		job_set_message(&j, "Queued");
+		if (j.attempts == 0) /* else it keeps the reason of the retry it waits for */
+			job_set_message(&j, "Queued");
 		return store_job_put(t, &old, &j);
 	}
 	job_set_message(&j, "Requeued at shutdown");

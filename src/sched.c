@@ -673,8 +673,9 @@ expire_done(struct wr_op *op)
 		if (e->n)
 			log_info("sched: %zu job%s expired", e->n, e->n == 1 ? "" : "s");
 	}
-	/* Abandon calls of jobs that just expired: their slots are free. */
-	for (size_t i = 0; i < e->n_inflight; i++)
+	/* Abandon calls of jobs that just expired: their slots are free. Not
+	 * if the op failed: its writes were dropped, the jobs still run. */
+	for (size_t i = 0; op->rc == 0 && i < e->n_inflight; i++)
 		abandon_id(s, e->ids[i]);
 	free(e);
 	if (more)

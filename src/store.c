@@ -1632,10 +1632,10 @@ store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
 	for (size_t i = 0; rc == 0 && i < SL_ARRAY_LEN(indexes); i++)
 		rc = check_index(&c, indexes[i]);
 	if (rc)
-		return rc;
+		goto out;
 	rc = store_counts_get(t, &have);
 	if (rc && rc != SL_ECORRUPT)
-		return rc;
+		goto out;
 	if (rc || memcmp(have.by_state, c.counts, sizeof c.counts) != 0) {
 		bool fixed = false;
 		if (repair) {
@@ -1648,6 +1648,7 @@ store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
 		problem(&c, "-", "per-state counts disagree with the records", fixed);
 	}
 	rc = check_tenant_counts(&c);
+out:
 	free(c.tally);
 	return rc;
 }

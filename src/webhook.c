@@ -249,8 +249,10 @@ webhook_url_allowed(const char *url, bool allow_http, bool allow_private, char *
 	} else {
 		hostbuf[strcspn(hostbuf, ":")] = '\0';
 	}
+	/* A name's characters (non-ASCII too: an IDN in UTF-8, which libcurl
+	 * delivers to), an address's, a port's. */
 	for (const char *p = hostbuf; *p; p++)
-		if (!isalnum((unsigned char)*p) && !strchr("-._:", *p)) {
+		if ((unsigned char)*p < 0x80 && !isalnum((unsigned char)*p) && !strchr("-._:", *p)) {
 			snprintf(why, cap, "webhook URL has no valid host");
 			return false;
 		}

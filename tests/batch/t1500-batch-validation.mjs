@@ -308,6 +308,7 @@ test('POST /v1/files: bad uploads are 400 with error objects; expires_after is h
     // (found: these three were taken, or 503; a batch on the first failed later)
     ['a line whose bytes are not UTF-8', () => upload(d.base, Buffer.concat([Buffer.from('{"custom_id":"a","x":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}\n')]), { key: KEY }), 'invalid_file_format'],
     ['a file name that is not UTF-8', () => partsUpload(d.base, [PURPOSE_PART, filePart(Buffer.from([0xff, 0xfe, 0x2e, 0x6a]), good)]), 'invalid_value'],
+    ['a short file name ending inside a character', () => partsUpload(d.base, [PURPOSE_PART, filePart(Buffer.from([0x61, 0xc3]), good)]), 'invalid_value'],
     ['two file parts', () => partsUpload(d.base, [PURPOSE_PART, filePart('a.jsonl', good), filePart('b.jsonl', good)]), 'invalid_value'],
     ['no purpose', () => upload(d.base, good, { key: KEY, purpose: null }), 'missing_required_parameter'],
     ['an unknown purpose', () => upload(d.base, good, { key: KEY, purpose: 'fine-tune-x' })],
