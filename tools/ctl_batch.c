@@ -82,12 +82,19 @@ created_ms_of(json_t *b)
 	    (uint64_t)json_integer_value(json_object_get(b, "created_at")) * 1000;
 }
 
-/* "[####......]  40%" for (completed + failed) / total, into out[64]. */
+/* "[####......]  40%" for (completed + failed) / total, into out[64]; a
+ * batch that has ended is whole (the counts leave out the lines that never
+ * ran: cancelled or expired before their call). */
 static const char *
 progress(json_t *b, char out[64])
 {
+	const char *st = str_of(b, "status");
 	uint64_t total = count_of(b, "total"), done = count_of(b, "completed") +
 	    count_of(b, "failed");
+
+	if (!strcmp(st, "completed") || !strcmp(st, "failed") || !strcmp(st, "cancelled") ||
+	    !strcmp(st, "expired"))
+		done = total;
 	char bar[32];
 
 	snprintf(out, 64, "%s %3u%%", ctl_fmt_bar(done, total, 20, bar),
@@ -401,7 +408,7 @@ ctl_batch_cancel(struct ctl *c)
 		    "id", id, "previousStatus", was, "status", str_of(b, "status"),
 		    "changed", changed));
 	} else if (changed) {
-		printf("batch %s: %s -> cancelling (%llu of %llu lines ended); a running daemon "
+		printf("batch %s: %s -> cancelling (%llu of %llu lines ran); a running daemon "
 		    "cancels its queued lines within a second, lines in flight may finish\n", id,
 		    was, (unsigned long long)(count_of(b, "completed") + count_of(b, "failed")),
 		    (unsigned long long)count_of(b, "total"));
