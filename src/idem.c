@@ -1,9 +1,10 @@
 /*
  * idem.c - Idempotency-Key records (see idem.h). Key: tenant (16 bytes,
  * NUL-padded) | the header's value; record: 64 hex chars of the request's
- * SHA-256, STAMP (0x01) and the be64 wall-clock ms it was stored at, then
- * the answer. Records written before the stamp have the answer (a JSON
- * object, so '{') right after the hash.
+ * SHA-256, a stamp and the be64 wall-clock ms it was stored at, then the
+ * answer. STAMP_SCOPED (0x02): the hash covers the endpoint and the body;
+ * STAMP (0x01, older builds): the body alone. Records written before any
+ * stamp have the answer (a JSON object, so '{') right after the hash.
  */
 #include "config.h"
 
