@@ -144,22 +144,9 @@ events_arg(json_t *ev, char *out, size_t cap, char bad[64])
 	if (!ev || json_is_null(ev))
 		return 0;
 	if (json_is_string(ev)) {
-		/* "a,b" as well as "a": each name checked, stored as given
-		 * (webhook_wants splits on commas); "" means all. */
-		const char *p = json_string_value(ev);
-		while (*p) {
-			size_t n;
-			while (*p == ',' || *p == ' ')
-				p++;
-			n = strcspn(p, ", ");
-			if (n == 0)
-				break;
-			snprintf(bad, 64, "%.*s", (int)n, p);
-			if (n >= 64 || !webhook_event_valid(bad))
-				return -2;
-			p += n;
-		}
-		return (size_t)snprintf(out, cap, "%s", json_string_value(ev)) < cap ? 0 : -1;
+		/* "a,b" as well as "a"; "" means all. */
+		int n = webhook_events_parse(json_string_value(ev), out, cap, bad);
+		return n < 0 ? n : 0;
 	}
 	if (!json_is_array(ev))
 		return -1;

@@ -206,6 +206,34 @@ webhook_event_valid(const char *name)
 	return false;
 }
 
+int
+webhook_events_parse(const char *s, char *out, size_t cap, char bad[64])
+{
+	size_t n = 0;
+	int names = 0;
+
+	if (cap == 0)
+		return -1;
+	out[0] = '\0';
+	while (*s) {
+		size_t len;
+		while (*s == ' ' || *s == ',')
+			s++;
+		len = strcspn(s, ", ");
+		if (len == 0)
+			break;
+		snprintf(bad, 64, "%.*s", (int)len, s);
+		if (len >= 64 || !webhook_event_valid(bad))
+			return -2;
+		if (n + len + 2 > cap)
+			return -1;
+		n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? "," : "", (int)len, s);
+		names++;
+		s += len;
+	}
+	return names;
+}
+
 bool
 webhook_url_allowed(const char *url, bool allow_http, bool allow_private, char *why, size_t cap)
 {

@@ -42,27 +42,14 @@ static const char *const outcome_names[] = {
 static int
 events_parse(const struct ctl *c, const char *s, char *out)
 {
-	size_t n = 0;
+	char bad[64];
+	int n = webhook_events_parse(s, out, WEBHOOK_EVENTS_MAX + 1, bad);
 
-	out[0] = '\0';
-	while (*s) {
-		char name[64];
-		size_t len;
-		while (*s == ' ' || *s == ',')
-			s++;
-		len = strcspn(s, ", ");
-		if (len == 0)
-			break;
-		snprintf(name, sizeof name, "%.*s", (int)len, s);
-		if (len >= sizeof name || !webhook_event_valid(name))
-			return ctl_usage_err(c, "unknown event '%.*s' for --events ("
-			    WEBHOOK_EVENT_NAMES ", or a prefix such as batch.*)", (int)len, s);
-		if (n + len + 2 > WEBHOOK_EVENTS_MAX + 1)
-			return ctl_usage_err(c, "--events is too long");
-		n += (size_t)snprintf(out + n, WEBHOOK_EVENTS_MAX + 1 - n, "%s%.*s", n ? "," : "",
-		    (int)len, s);
-		s += len;
-	}
+	if (n == -2)
+		return ctl_usage_err(c, "unknown event '%s' for --events ("
+		    WEBHOOK_EVENT_NAMES ", or a prefix such as batch.*)", bad);
+	if (n < 0)
+		return ctl_usage_err(c, "--events is too long");
 	if (n == 0)
 		return ctl_usage_err(c, "--events needs at least one event (leave it out for all)");
 	return CTL_OK;

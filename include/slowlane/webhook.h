@@ -50,6 +50,11 @@ bool webhook_wants(const struct webhook *w, const char *event);
 /* True if `name` is one of WEBHOOK_EVENT_NAMES, or a prefix ending in '*'
  * that matches one of them ("batch.*"). */
 bool webhook_event_valid(const char *name);
+/* Parses a list of event names separated by commas or spaces into `out`
+ * (cap bytes), normalised to "a,b". Returns the number of names, -1 if it
+ * does not fit, or -2 for a name that is not webhook_event_valid (copied,
+ * cut to 63 bytes, into bad[64]). */
+int webhook_events_parse(const char *s, char *out, size_t cap, char bad[64]);
 
 /* Whether deliveries may go to `url`: http(s) only, https unless
  * allow_http, no user:password, no literal private/loopback address unless

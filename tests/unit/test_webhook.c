@@ -64,6 +64,19 @@ main(void)
 	ok(webhook_wants(&w, "batch.failed"), "wildcard matches");
 	ok(!webhook_wants(&w, "slow-group.completed"), "unlisted event not wanted");
 	ok(!webhook_wants(&w, "generation.completed.x"), "no prefix match without *");
+	snprintf(w.events, sizeof w.events, "*");
+	ok(webhook_wants(&w, "slow-group.completed"), "a bare * wants everything");
+	{
+		char out[64], bad[64];
+		ok(webhook_events_parse(" batch.* , generation.completed", out, sizeof out, bad) == 2 &&
+		    strcmp(out, "batch.*,generation.completed") == 0, "a list is normalised");
+		ok(webhook_events_parse("batch.done", out, sizeof out, bad) == -2 &&
+		    strcmp(bad, "batch.done") == 0, "an unknown name is named");
+		ok(webhook_events_parse("generation.completed,batch.*", out, 10, bad) == -1,
+		    "a list that does not fit is refused");
+		ok(webhook_events_parse("", out, sizeof out, bad) == 0 && out[0] == '\0',
+		    "an empty list has no names");
+	}
 
 	ok(allowed("https://example.com/hook", false, false), "https public allowed");
 	ok(!allowed("http://example.com/hook", false, false), "http refused by default");
