@@ -371,6 +371,7 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 	struct insert_op *s = NULL;
 	struct member_spans spans;
 	struct sl_error err;
+	bool replied = false; /* answered already (a replay, a 429) */
 	json_t *root, *reqs, *wh;
 	const char *body;
 	size_t len, n;
@@ -413,12 +414,10 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		sl_error_set(&err, 503, "server_error", NULL, NULL, "Out of memory.");
 		goto fail;
 	}
-	if (idem_begin(a, r, kind == JOB_CHAT ? "group.chat.completions" : "group.completions",
-	    tenant, body, len, s)) {
-		insert_free(s);
-		json_decref(root);
-		return;
-	}
+	replied = idem_begin(a, r, kind == JOB_CHAT ? "group.chat.completions" :
+	    "group.completions", tenant, body, len, s);
+	if (replied)
+		goto fail;
 	if (sl_job_id(now, s->group->id)) {
 		sl_error_set(&err, 503, "server_error", NULL, NULL, "No randomness for an id.");
 		goto fail;
@@ -441,11 +440,9 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 		snprintf(s->jobs[i].group, sizeof s->jobs[i].group, "%s", s->group->id);
 		memcpy(s->group->members[i], s->jobs[i].id, SL_ID_LEN + 1);
 	}
-	if (api_over_queue_limit(a, r, tenant, n)) { /* the quota last, as in submit() */
-		insert_free(s);
-		json_decref(root);
-		return;
-	}
+	replied = api_over_queue_limit(a, r, tenant, n); /* the quota last, as in submit() */
+	if (replied)
+		goto fail;
 	s->group->kind = (uint8_t)kind;
 	s->group->created_ms = now;
 	s->group->size = s->group->remaining = (uint16_t)n;
@@ -460,7 +457,8 @@ submit_group(struct http_req *r, struct api *a, enum job_kind kind)
 fail:
 	json_decref(root);
 	insert_free(s);
-	http_reply_error(r, &err);
+	if (!replied)
+		http_reply_error(r, &err);
 }
 
 void api_h_group_chat(struct http_req *r, void *ctx) { submit_group(r, ctx, JOB_CHAT); }

@@ -45,11 +45,16 @@ struct hook_match {
 static int
 hook_match_one(void *arg, const struct webhook *w)
 {
+	static const char *const batch_events[] = { "batch.completed", "batch.failed",
+		"batch.expired", "batch.cancelled" };
 	struct hook_match *m = arg;
+	bool wants = false;
 
-	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0 ||
-	    !(webhook_wants(w, "batch.completed") || webhook_wants(w, "batch.failed") ||
-	    webhook_wants(w, "batch.expired") || webhook_wants(w, "batch.cancelled")))
+	if (strcmp(w->tenant, m->tenant) != 0 || strcmp(w->url, m->url) != 0)
+		return 0;
+	for (size_t i = 0; i < SL_ARRAY_LEN(batch_events); i++)
+		wants |= webhook_wants(w, batch_events[i]);
+	if (!wants)
 		return 0;
 	if (!m->id[0] || w->created_ms >= m->created_ms) {
 		snprintf(m->id, sizeof m->id, "%s", w->id);

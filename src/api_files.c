@@ -95,23 +95,6 @@ upload_of(struct http_req *r, struct api *a)
 	return u;
 }
 
-/* Cuts a character that a truncation left unfinished off the end of `s`. */
-static void
-trim_partial_utf8(char *s)
-{
-	size_t n = strlen(s), i = n, want;
-	unsigned char lead;
-
-	while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
-		i--;
-	if (i == 0 || (unsigned char)s[i - 1] < 0xc0)
-		return;
-	lead = (unsigned char)s[i - 1];
-	want = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
-	if (n - (i - 1) < want)
-		s[i - 1] = '\0';
-}
-
 int
 api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *filename,
     const char *data, uint64_t off, size_t len)
@@ -136,10 +119,8 @@ api_p_file_upload(struct http_req *r, void *ctx, const char *field, const char *
 		if (!u->have_file) {
 			char rnd[17];
 			u->have_file = true;
-			snprintf(u->f.filename, sizeof u->f.filename, "%s",
+			files_name_copy(u->f.filename, sizeof u->f.filename,
 			    filename && *filename ? filename : "upload.jsonl");
-			if (filename && strlen(filename) >= sizeof u->f.filename)
-				trim_partial_utf8(u->f.filename); /* cut: on a character */
 			sl_random_id(rnd, 16);
 			snprintf(u->tmp, sizeof u->tmp, "%s/files/.upload-%s", a->data_dir, rnd);
 			u->fd = open(u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -382,6 +382,25 @@ files_name_ok(const char *s)
 }
 
 void
+files_name_copy(char *dst, size_t cap, const char *src)
+{
+	size_t n, i;
+	unsigned char lead;
+
+	if ((size_t)snprintf(dst, cap, "%s", src) < cap)
+		return;
+	n = strlen(dst);
+	i = n;
+	while (i > 0 && ((unsigned char)dst[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i == 0 || (unsigned char)dst[i - 1] < 0xc0)
+		return; /* cut after a whole character */
+	lead = (unsigned char)dst[i - 1];
+	if (n - (i - 1) < (size_t)(lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2))
+		dst[i - 1] = '\0'; /* the last character was cut: drop it */
+}
+
+void
 files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && !s->bad_line; i++) {

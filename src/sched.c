@@ -202,11 +202,11 @@ launch(struct sched *s)
 		alist_push(&s->active, a);
 		a->started = ev_now(s->loop);
 		s->stats.started++;
-		a->called = true; /* before: a call may end inside start() */
 		if (s->be->ops->start(s->be, &a->call) != 0) {
-			a->called = false;
 			alist_remove(&s->active, a);
 			release(s, a);
+		} else {
+			a->called = true; /* `done` never runs inside start (backend.h) */
 		}
 	}
 }

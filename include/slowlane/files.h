@@ -57,6 +57,9 @@ struct files_jsonl {
 /* True if the NUL-terminated `s` is UTF-8 without control characters (a
  * file name as it will be shown back). */
 bool files_name_ok(const char *s);
+/* Copies file name `src` into dst[cap]; a name too long is cut on a
+ * character boundary (a name that is not UTF-8 stays as bad as it was). */
+void files_name_copy(char *dst, size_t cap, const char *src);
 
 void files_jsonl_init(struct files_jsonl *s);
 void files_jsonl_feed(struct files_jsonl *s, const char *p, size_t n);
