@@ -34,18 +34,11 @@
 #include "slowlane/common.h"
 #include "slowlane/log.h"
 #include "slowlane/store.h"
+#include "store_impl.h"
 
 #define DEFAULT_MAP_SIZE ((uint64_t)16 << 30)
 
-enum dbi_index {
-	DB_META, DB_JOBS, DB_BODIES, DB_RESULTS, DB_READY, DB_INFLIGHT,
-	DB_EXPIRY, DB_CREATED, DB_FINISHED, DB_HISTORY,
-	DB_GROUPS, DB_WEBHOOKS, DB_OUTBOX, DB_DELIVERIES,
-	DB_FILES, DB_FILE_INDEX, DB_BATCHES, DB_BATCH_INDEX, DB_BATCH_LINES, DB_BATCH_ACTIVE,
-	DB_IDEMPOTENCY, DB_KEYS, DB_TENANT_COUNTS, DB_COUNT
-};
-
-static const char *const db_names[DB_COUNT] = {
+const char *const store_p_db_names[DB_COUNT] = {
 	[DB_META] = "meta", [DB_JOBS] = "jobs", [DB_BODIES] = "bodies",
 	[DB_RESULTS] = "results", [DB_READY] = "ready",
 	[DB_INFLIGHT] = "inflight", [DB_EXPIRY] = "expiry",
@@ -72,28 +65,10 @@ static const int time_db[] = {
 	[STORE_CREATED] = DB_CREATED, [STORE_FINISHED] = DB_FINISHED,
 };
 
-struct store {
-	MDB_env *env;
-	MDB_dbi dbi[DB_COUNT];
-	char *dir;
-	_Atomic uint64_t free_pages; /* freelist size, as last measured */
-	_Atomic uint64_t free_measured_ms; /* when, sl_mono_ms() */
-	_Atomic uint64_t free_measured_txn; /* the last commit it saw */
-	_Atomic uint64_t outcome_bytes; /* a result's size, a moving average */
-	void *map;                   /* LMDB's map of data.mdb (find_map), or NULL */
-	size_t map_len;
-};
-
-struct store_txn {
-	struct store *st;
-	MDB_txn *txn;
-};
-
-#define TIME_KEY_LEN (8 + SL_ID_LEN) /* be64 time | id */
 
 /* Maps an LMDB return code to ours, logging the unexpected ones. */
-static int
-map_rc(int rc, const char *what)
+int
+store_p_map_rc(int rc, const char *what)
 {
 	switch (rc) {
 	case MDB_SUCCESS: return 0;
@@ -112,8 +87,8 @@ map_rc(int rc, const char *what)
 	}
 }
 
-static void
-time_key(unsigned char *k, uint64_t ms, const char *id)
+void
+store_p_time_key(unsigned char *k, uint64_t ms, const char *id)
 {
 	sl_put_be64(k, ms);
 	memcpy(k + 8, id, SL_ID_LEN);
@@ -129,13 +104,13 @@ open_dbs(struct store *st, bool read_only)
 
 	rc = mdb_txn_begin(st->env, NULL, read_only ? MDB_RDONLY : 0, &txn);
 	if (rc)
-		return map_rc(rc, "begin");
+		return store_p_map_rc(rc, "begin");
 	for (int i = 0; i < DB_COUNT; i++) {
-		rc = mdb_dbi_open(txn, db_names[i], read_only ? 0 : MDB_CREATE, &st->dbi[i]);
+		rc = mdb_dbi_open(txn, store_p_db_names[i], read_only ? 0 : MDB_CREATE, &st->dbi[i]);
 		if (rc) {
 			/* Read-only on a store from before this database existed:
 			 * the caller adds the missing ones and tries again. */
-			rc = rc == MDB_NOTFOUND ? SL_ENOTFOUND : map_rc(rc, "dbi_open");
+			rc = rc == MDB_NOTFOUND ? SL_ENOTFOUND : store_p_map_rc(rc, "dbi_open");
 			goto out;
 		}
 	}
@@ -144,7 +119,7 @@ open_dbs(struct store *st, bool read_only)
 		sl_put_be32(fmt, STORE_FORMAT);
 		v.mv_size = sizeof fmt;
 		v.mv_data = fmt;
-		rc = map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
+		rc = store_p_map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
 	} else if (rc == 0) {
 		uint32_t have = v.mv_size == 4 ? sl_get_be32(v.mv_data) : 0;
 		if (have > STORE_FORMAT) {
@@ -160,16 +135,16 @@ open_dbs(struct store *st, bool read_only)
 			sl_put_be32(fmt, STORE_FORMAT);
 			v.mv_size = sizeof fmt;
 			v.mv_data = fmt;
-			rc = map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
+			rc = store_p_map_rc(mdb_put(txn, st->dbi[DB_META], &k, &v, 0), "put format");
 			if (rc == 0)
 				log_info("store: format %u upgraded to %u", have, STORE_FORMAT);
 		}
 	} else {
-		rc = map_rc(rc, "get format");
+		rc = store_p_map_rc(rc, "get format");
 	}
 out:
 	if (rc == 0)
-		rc = map_rc(mdb_txn_commit(txn), "commit");
+		rc = store_p_map_rc(mdb_txn_commit(txn), "commit");
 	else
 		mdb_txn_abort(txn);
 	return rc;
@@ -321,7 +296,7 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 		return -ENOMEM;
 	rc = mdb_env_create(&st->env);
 	if (rc) {
-		rc = map_rc(rc, "env_create");
+		rc = store_p_map_rc(rc, "env_create");
 		goto out;
 	}
 	mdb_env_set_maxdbs(st->env, DB_COUNT + 4);
@@ -333,7 +308,7 @@ open_env(const char *dir, const struct store_opts *opts, struct store **out)
 		rc = mdb_env_set_mapsize(st->env, opts->map_size ? opts->map_size
 		                                                 : DEFAULT_MAP_SIZE);
 		if (rc) {
-			rc = map_rc(rc, "set_mapsize");
+			rc = store_p_map_rc(rc, "set_mapsize");
 			goto out;
 		}
 	}
@@ -647,7 +622,7 @@ begin(struct store *st, MDB_txn *parent, unsigned flags, struct store_txn **out)
 	rc = mdb_txn_begin(st->env, parent, flags, &t->txn);
 	if (rc) {
 		free(t);
-		return map_rc(rc, "txn_begin");
+		return store_p_map_rc(rc, "txn_begin");
 	}
 	*out = t;
 	return 0;
@@ -670,7 +645,7 @@ store_commit(struct store_txn *t)
 		fill_file(st);
 		measure_free_if_high(st, false);
 	}
-	return map_rc(rc, "commit");
+	return store_p_map_rc(rc, "commit");
 }
 
 void
@@ -703,7 +678,7 @@ int
 store_refresh(struct store_txn *t)
 {
 	mdb_txn_reset(t->txn);
-	return map_rc(mdb_txn_renew(t->txn), "txn_renew");
+	return store_p_map_rc(mdb_txn_renew(t->txn), "txn_renew");
 }
 
 /* Named 8-byte values in `meta` (big-endian). */
@@ -714,7 +689,7 @@ store_meta_get_u64(struct store_txn *t, const char *name, uint64_t *out)
 	int rc = mdb_get(t->txn, t->st->dbi[DB_META], &k, &v);
 
 	if (rc)
-		return map_rc(rc, "get meta");
+		return store_p_map_rc(rc, "get meta");
 	if (v.mv_size != 8)
 		return SL_ECORRUPT;
 	*out = sl_get_be64(v.mv_data);
@@ -728,7 +703,7 @@ store_meta_put_u64(struct store_txn *t, const char *name, uint64_t val)
 	MDB_val k = { strlen(name), (void *)name }, v = { sizeof buf, buf };
 
 	sl_put_be64(buf, val);
-	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put meta");
+	return store_p_map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put meta");
 }
 
 /*
@@ -766,7 +741,7 @@ put_checked_key(struct store_txn *t, int db, const void *key, size_t klen, const
 	/* MDB_RESERVE: LMDB hands us the space, saving a copy of the body. */
 	rc = tree_put(t, db, &k, &v, MDB_RESERVE | MDB_APPEND);
 	if (rc)
-		return map_rc(rc, "put");
+		return store_p_map_rc(rc, "put");
 	memcpy(v.mv_data, data, len);
 	sl_put_be32((unsigned char *)v.mv_data + len, sl_crc32(0, data, len));
 	return 0;
@@ -781,7 +756,7 @@ verify_checked(int db, const MDB_val *v, const void **data, size_t *len)
 	*len = v->mv_size - 4;
 	*data = v->mv_data;
 	if (sl_get_be32((unsigned char *)v->mv_data + *len) != sl_crc32(0, v->mv_data, *len)) {
-		log_error("store: a record in %s failed its checksum", db_names[db]);
+		log_error("store: a record in %s failed its checksum", store_p_db_names[db]);
 		return SL_ECORRUPT;
 	}
 	return 0;
@@ -795,7 +770,7 @@ get_checked_key(struct store_txn *t, int db, const void *key, size_t klen, const
 	int rc = mdb_get(t->txn, t->st->dbi[db], &k, &v);
 
 	if (rc)
-		return map_rc(rc, "get");
+		return store_p_map_rc(rc, "get");
 	return verify_checked(db, &v, data, len);
 }
 
@@ -851,7 +826,7 @@ store_job_get(struct store_txn *t, const char *id, struct job *out)
 		return SL_ENOTFOUND;
 	rc = mdb_get(t->txn, t->st->dbi[DB_JOBS], &k, &v);
 	if (rc)
-		return map_rc(rc, "get job");
+		return store_p_map_rc(rc, "get job");
 	rc = job_decode(id, v.mv_data, v.mv_size, out);
 	if (rc)
 		log_error("store: job %s failed its checksum or decoding", id);
@@ -859,12 +834,12 @@ store_job_get(struct store_txn *t, const char *id, struct job *out)
 }
 
 /* Puts one entry, as an append when its key sorts last (tree_put). */
-static int
-put_key(struct store_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
+int
+store_p_put_key(struct store_txn *t, int db, const void *key, size_t klen, const void *val, size_t vlen)
 {
 	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
 
-	return map_rc(tree_put(t, db, &k, &v, MDB_APPEND), db_names[db]);
+	return store_p_map_rc(tree_put(t, db, &k, &v, MDB_APPEND), store_p_db_names[db]);
 }
 
 static int
@@ -875,10 +850,10 @@ del_key(struct store_txn *t, int db, const void *key, size_t klen)
 
 	/* A missing entry is what `check --repair` is for; not fatal here. */
 	if (rc == MDB_NOTFOUND) {
-		log_warn("store: %s index entry was already missing", db_names[db]);
+		log_warn("store: %s index entry was already missing", store_p_db_names[db]);
 		return 0;
 	}
-	return map_rc(rc, db_names[db]);
+	return store_p_map_rc(rc, store_p_db_names[db]);
 }
 
 /* Moves one time-keyed index entry from (was_in, old_ms) to (is_in, new_ms). */
@@ -892,14 +867,14 @@ move_time_key(struct store_txn *t, int db, const char *id, bool was_in, uint64_t
 	if (was_in && is_in && old_ms == new_ms)
 		return 0;
 	if (was_in) {
-		time_key(k, old_ms, id);
+		store_p_time_key(k, old_ms, id);
 		rc = del_key(t, db, k, sizeof k);
 		if (rc)
 			return rc;
 	}
 	if (is_in) {
-		time_key(k, new_ms, id);
-		rc = put_key(t, db, k, sizeof k, "", 0);
+		store_p_time_key(k, new_ms, id);
+		rc = store_p_put_key(t, db, k, sizeof k, "", 0);
 	}
 	return rc;
 }
@@ -917,7 +892,7 @@ counts_adjust(struct store_txn *t, int from_state, int to_state)
 	if (rc == MDB_NOTFOUND)
 		memset(buf, 0, sizeof buf);
 	else if (rc)
-		return map_rc(rc, "get counts");
+		return store_p_map_rc(rc, "get counts");
 	else if (v.mv_size != sizeof buf)
 		return SL_ECORRUPT;
 	else
@@ -930,7 +905,7 @@ counts_adjust(struct store_txn *t, int from_state, int to_state)
 		sl_put_be64(buf + 8 * to_state, sl_get_be64(buf + 8 * to_state) + 1);
 	v.mv_size = sizeof buf;
 	v.mv_data = buf;
-	return map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put counts");
+	return store_p_map_rc(mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0), "put counts");
 }
 
 /* Per-tenant count of unfinished jobs (for --max-queued). */
@@ -950,12 +925,12 @@ tenant_adjust(struct store_txn *t, const char *tenant, int delta)
 	if (rc == 0 && v.mv_size == 8)
 		n = sl_get_be64(v.mv_data);
 	else if (rc && rc != MDB_NOTFOUND)
-		return map_rc(rc, "get tenant count");
+		return store_p_map_rc(rc, "get tenant count");
 	n = delta < 0 ? (n ? n - 1 : 0) : n + (uint64_t)delta;
 	sl_put_be64(buf, n);
 	v.mv_size = sizeof buf;
 	v.mv_data = buf;
-	return map_rc(mdb_put(t->txn, t->st->dbi[DB_TENANT_COUNTS], &key, &v, 0), "tenant count");
+	return store_p_map_rc(mdb_put(t->txn, t->st->dbi[DB_TENANT_COUNTS], &key, &v, 0), "tenant count");
 }
 
 uint64_t
@@ -981,7 +956,7 @@ store_counts_get(struct store_txn *t, struct store_counts *out)
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
-		return map_rc(rc, "get counts");
+		return store_p_map_rc(rc, "get counts");
 	if (v.mv_size != 8 * JOB_STATE_COUNT)
 		return SL_ECORRUPT;
 	for (int i = 0; i < JOB_STATE_COUNT; i++)
@@ -1006,7 +981,7 @@ store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
 	v.mv_size = n;
 	v.mv_data = rec;
 	/* A new job's id sorts last; an update rewrites a key in place. */
-	rc = map_rc(tree_put(t, DB_JOBS, &k, &v, old ? 0 : MDB_APPEND), "jobs");
+	rc = store_p_map_rc(tree_put(t, DB_JOBS, &k, &v, old ? 0 : MDB_APPEND), "jobs");
 	if (rc)
 		return rc;
 	rc = move_time_key(t, DB_READY, nw->id, o_live && job_in_ready(o), o->not_before_ms,
@@ -1025,7 +1000,7 @@ store_job_put(struct store_txn *t, const struct job *old, const struct job *nw)
 	if (job_in_inflight(nw)) {
 		sl_put_be64(infl, nw->attempt_id);
 		sl_put_be64(infl + 8, nw->lease_ms);
-		rc = put_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN, infl, sizeof infl);
+		rc = store_p_put_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN, infl, sizeof infl);
 	} else if (o_live && job_in_inflight(o)) {
 		rc = del_key(t, DB_INFLIGHT, nw->id, SL_ID_LEN);
 	}
@@ -1048,7 +1023,7 @@ history_delete(struct store_txn *t, const char *id)
 
 	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_HISTORY], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	/* Re-seek after each delete: where a cursor stands after mdb_cursor_del
 	 * is a corner of LMDB better not relied on. */
 	for (;;) {
@@ -1062,7 +1037,7 @@ history_delete(struct store_txn *t, const char *id)
 			break;
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : map_rc(rc, "history delete");
+	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : store_p_map_rc(rc, "history delete");
 }
 
 int
@@ -1086,7 +1061,7 @@ store_job_delete(struct store_txn *t, const struct job *j)
 	for (int db = DB_JOBS; db <= DB_RESULTS; db++) {
 		rc = mdb_del(t->txn, t->st->dbi[db], &k, NULL);
 		if (rc && rc != MDB_NOTFOUND)
-			return map_rc(rc, "delete");
+			return store_p_map_rc(rc, "delete");
 	}
 	rc = history_delete(t, j->id);
 	if (!rc && !job_is_final(j->state))
@@ -1109,7 +1084,7 @@ time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
 	*next_due_ms = UINT64_MAX;
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		uint64_t due;
@@ -1129,7 +1104,7 @@ time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
 	mdb_cursor_close(cur);
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
-	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+	return rc > 0 ? store_p_map_rc(rc, "cursor_get") : rc;
 }
 
 int
@@ -1156,7 +1131,7 @@ store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1],
 	*n = 0;
 	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_INFLIGHT], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max;
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		if (k.mv_size != SL_ID_LEN) {
@@ -1170,7 +1145,7 @@ store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1],
 	mdb_cursor_close(cur);
 	if (rc == MDB_NOTFOUND)
 		rc = 0;
-	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+	return rc > 0 ? store_p_map_rc(rc, "cursor_get") : rc;
 }
 
 /* ---- inspection and repair ---- */
@@ -1186,7 +1161,7 @@ store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool
 
 	rc = mdb_cursor_open(t->txn, t->st->dbi[time_db[ix]], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	sl_put_be64(start, from_ms);
 	memset(start + 8, reverse ? 0xff : 0, SL_ID_LEN);
 	k.mv_size = sizeof start;
@@ -1217,7 +1192,7 @@ store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool
 		return stop;
 	if (rc == MDB_NOTFOUND)
 		return 0;
-	return rc > 0 ? map_rc(rc, "cursor_get") : rc;
+	return rc > 0 ? store_p_map_rc(rc, "cursor_get") : rc;
 }
 
 int
@@ -1229,7 +1204,7 @@ store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg)
 
 	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_JOBS], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		char id[SL_ID_LEN + 1];
@@ -1246,7 +1221,7 @@ store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg)
 	mdb_cursor_close(cur);
 	if (stop)
 		return stop;
-	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "cursor_get");
+	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, "cursor_get");
 }
 
 int
@@ -1261,7 +1236,7 @@ store_get_info(struct store *st, struct store_txn *t, struct store_info *out)
 	if (rc == 0)
 		rc = mdb_env_stat(st->env, &ms);
 	if (rc)
-		return map_rc(rc, "env_info");
+		return store_p_map_rc(rc, "env_info");
 	out->map_size = ei.me_mapsize;
 	out->page_size = ms.ms_psize;
 	out->used_bytes = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
@@ -1269,7 +1244,7 @@ store_get_info(struct store *st, struct store_txn *t, struct store_info *out)
 	out->readers = ei.me_numreaders;
 	rc = mdb_stat(t->txn, st->dbi[DB_JOBS], &ms);
 	if (rc)
-		return map_rc(rc, "stat");
+		return store_p_map_rc(rc, "stat");
 	out->jobs = ms.ms_entries;
 	return 0;
 }
@@ -1284,7 +1259,7 @@ store_backup(struct store *st, const char *path)
 	rc = mdb_env_copy2(st->env, path, MDB_CP_COMPACT);
 	if (rc == EEXIST)
 		log_error("store: backup target %s already holds a store", path);
-	return rc ? map_rc(rc, "backup") : 0;
+	return rc ? store_p_map_rc(rc, "backup") : 0;
 }
 
 int
@@ -1293,7 +1268,7 @@ store_result_delete(struct store_txn *t, const char *id)
 	MDB_val k = { SL_ID_LEN, (void *)id };
 	int rc = mdb_del(t->txn, t->st->dbi[DB_RESULTS], &k, NULL);
 
-	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "delete result");
+	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, "delete result");
 }
 
 int
@@ -1309,7 +1284,7 @@ store_attempt_put(struct store_txn *t, const char *id, const struct store_attemp
 	val[16] = (unsigned char)(a->http_status >> 8);
 	val[17] = (unsigned char)a->http_status;
 	memcpy(val + 18, a->message, mlen);
-	return put_key(t, DB_HISTORY, key, sizeof key, val, 18 + mlen);
+	return store_p_put_key(t, DB_HISTORY, key, sizeof key, val, 18 + mlen);
 }
 
 int
@@ -1325,7 +1300,7 @@ store_attempt_list(struct store_txn *t, const char *id,
 	memset(key + SL_ID_LEN, 0, 4);
 	rc = mdb_cursor_open(t->txn, t->st->dbi[DB_HISTORY], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		struct store_attempt a;
@@ -1349,308 +1324,7 @@ store_attempt_list(struct store_txn *t, const char *id,
 	mdb_cursor_close(cur);
 	if (stop)
 		return stop;
-	return rc == MDB_NOTFOUND || rc == 0 ? 0 : map_rc(rc, "cursor_get");
-}
-
-/* ---- consistency check ---- */
-
-/* Unfinished jobs of one key, as the records say (check). */
-struct tenant_tally {
-	unsigned char tenant[JOB_TENANT_LEN]; /* NUL-padded, as tenant_counts' keys */
-	uint64_t n;
-};
-
-struct check_ctx {
-	struct store_txn *t;
-	bool repair;
-	store_problem_fn cb;
-	void *arg;
-	struct store_check_result *res;
-	uint64_t counts[JOB_STATE_COUNT];
-	/* Sorted by tenant; as many entries as keys with unfinished jobs, not
-	 * as jobs. */
-	struct tenant_tally *tally;
-	size_t n_tally, cap_tally;
-	int rc;
-};
-
-/* The tally of `tenant` (padded), added if missing; NULL without memory. */
-static struct tenant_tally *
-tally_of(struct check_ctx *c, const unsigned char *tenant)
-{
-	size_t lo = 0, hi = c->n_tally;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int d = memcmp(c->tally[mid].tenant, tenant, JOB_TENANT_LEN);
-		if (d == 0)
-			return &c->tally[mid];
-		if (d < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (c->n_tally == c->cap_tally) {
-		size_t cap = c->cap_tally ? 2 * c->cap_tally : 16;
-		struct tenant_tally *p = realloc(c->tally, cap * sizeof *p);
-		if (!p)
-			return NULL;
-		c->tally = p;
-		c->cap_tally = cap;
-	}
-	memmove(&c->tally[lo + 1], &c->tally[lo], (c->n_tally - lo) * sizeof *c->tally);
-	c->n_tally++;
-	memcpy(c->tally[lo].tenant, tenant, JOB_TENANT_LEN);
-	c->tally[lo].n = 0;
-	return &c->tally[lo];
-}
-
-static void
-problem(struct check_ctx *c, const char *id, const char *what, bool repaired)
-{
-	c->res->problems++;
-	if (repaired)
-		c->res->repaired++;
-	if (c->cb)
-		c->cb(c->arg, id, what, repaired);
-}
-
-static bool
-has_key(struct store_txn *t, int db, const void *key, size_t klen, MDB_val *v)
-{
-	MDB_val k = { klen, (void *)key }, tmp;
-
-	return mdb_get(t->txn, t->st->dbi[db], &k, v ? v : &tmp) == 0;
-}
-
-/* One expected time-index entry of a job. */
-static void
-expect_time_key(struct check_ctx *c, int db, const struct job *j, bool want, uint64_t ms)
-{
-	unsigned char k[TIME_KEY_LEN];
-	char what[96];
-	bool fixed = false;
-
-	if (!want)
-		return; /* stray entries are found by the index walk */
-	time_key(k, ms, j->id);
-	if (has_key(c->t, db, k, sizeof k, NULL))
-		return;
-	if (c->repair)
-		fixed = put_key(c->t, db, k, sizeof k, "", 0) == 0;
-	snprintf(what, sizeof what, "missing from the %s index (state %s)", db_names[db],
-	    job_state_name(j->state));
-	problem(c, j->id, what, fixed);
-}
-
-static int
-check_job(void *arg, const char *id, const struct job *j)
-{
-	struct check_ctx *c = arg;
-	unsigned char infl[16];
-	MDB_val v;
-
-	c->res->jobs++;
-	if (!j) {
-		problem(c, id, "record failed its checksum or decoding", false);
-		return 0;
-	}
-	c->counts[j->state]++;
-	if (!job_is_final(j->state)) {
-		unsigned char k[JOB_TENANT_LEN] = { 0 };
-		struct tenant_tally *tt;
-
-		memcpy(k, j->tenant, strnlen(j->tenant, JOB_TENANT_LEN));
-		if ((tt = tally_of(c, k)) == NULL)
-			return c->rc = -ENOMEM;
-		tt->n++;
-	}
-	expect_time_key(c, DB_READY, j, job_in_ready(j), j->not_before_ms);
-	expect_time_key(c, DB_EXPIRY, j, job_in_expiry(j), j->expires_ms);
-	expect_time_key(c, DB_CREATED, j, true, j->created_ms);
-	expect_time_key(c, DB_FINISHED, j, job_is_final(j->state), j->finished_ms);
-	if (job_in_inflight(j)) {
-		sl_put_be64(infl, j->attempt_id);
-		sl_put_be64(infl + 8, j->lease_ms);
-		if (!has_key(c->t, DB_INFLIGHT, id, SL_ID_LEN, &v) || v.mv_size != 16 ||
-		    memcmp(v.mv_data, infl, 8) != 0) {
-			bool fixed = c->repair &&
-			    put_key(c->t, DB_INFLIGHT, id, SL_ID_LEN, infl, sizeof infl) == 0;
-			problem(c, id, "missing or stale in the inflight index", fixed);
-		}
-	}
-	{
-		const void *data;
-		size_t len;
-		int brc = store_body_get(c->t, id, &data, &len);
-		if (brc == SL_ENOTFOUND)
-			problem(c, id, "request body missing", false);
-		else if (brc)
-			problem(c, id, "request body failed its checksum", false);
-		brc = store_result_get(c->t, id, &data, &len);
-		if (brc == SL_ECORRUPT)
-			problem(c, id, "result failed its checksum", false);
-		else if (brc == SL_ENOTFOUND && j->state == JOB_SUCCESS)
-			problem(c, id, "Success without a stored result", false);
-	}
-	return 0;
-}
-
-/* `tenant_counts` against the tally of the records (--max-queued reads it:
- * a drift there would refuse or let through the wrong submits). */
-static int
-check_tenant_counts(struct check_ctx *c)
-{
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc, mrc;
-
-	rc = mdb_cursor_open(c->t->txn, c->t->st->dbi[DB_TENANT_COUNTS], &cur);
-	if (rc)
-		return map_rc(rc, "cursor");
-	for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
-	    mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct tenant_tally *tt;
-		uint64_t have = v.mv_size == 8 ? sl_get_be64(v.mv_data) : UINT64_MAX;
-
-		if (k.mv_size != JOB_TENANT_LEN)
-			continue;
-		if ((tt = tally_of(c, k.mv_data)) == NULL) {
-			mdb_cursor_close(cur);
-			return -ENOMEM;
-		}
-		tt->n |= UINT64_C(1) << 63; /* seen in the table */
-		if (have != (tt->n & ~(UINT64_C(1) << 63))) {
-			unsigned char buf[8];
-			MDB_val nv = { sizeof buf, buf };
-			bool fixed = false;
-			sl_put_be64(buf, tt->n & ~(UINT64_C(1) << 63));
-			if (c->repair)
-				fixed = mdb_cursor_put(cur, &k, &nv, MDB_CURRENT) == 0;
-			problem(c, "-", "a key's count of unfinished jobs (--max-queued) disagrees "
-			    "with the records", fixed);
-		}
-	}
-	mdb_cursor_close(cur);
-	if (mrc != MDB_NOTFOUND)
-		return map_rc(mrc, "scan tenant counts");
-	for (size_t i = 0; i < c->n_tally; i++) {
-		unsigned char buf[8];
-		bool fixed = false;
-
-		if (c->tally[i].n & (UINT64_C(1) << 63))
-			continue;
-		sl_put_be64(buf, c->tally[i].n);
-		if (c->repair)
-			fixed = put_key(c->t, DB_TENANT_COUNTS, c->tally[i].tenant, JOB_TENANT_LEN,
-			    buf, sizeof buf) == 0;
-		problem(c, "-", "a key with unfinished jobs has no count (--max-queued)", fixed);
-	}
-	return 0;
-}
-
-/* Whether a job record implies index entry (db, ms). */
-static bool
-implied(struct store_txn *t, int db, uint64_t ms, const char *id, bool *corrupt)
-{
-	struct job j;
-	int rc = store_job_get(t, id, &j);
-
-	*corrupt = rc == SL_ECORRUPT;
-	if (rc)
-		return false;
-	switch (db) {
-	case DB_READY: return job_in_ready(&j) && j.not_before_ms == ms;
-	case DB_EXPIRY: return job_in_expiry(&j) && j.expires_ms == ms;
-	case DB_CREATED: return j.created_ms == ms;
-	case DB_FINISHED: return job_is_final(j.state) && j.finished_ms == ms;
-	case DB_INFLIGHT: return job_in_inflight(&j);
-	}
-	return false;
-}
-
-/* Walks one index, removing (with repair) entries no record implies. */
-static int
-check_index(struct check_ctx *c, int db)
-{
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc;
-
-	rc = mdb_cursor_open(c->t->txn, c->t->st->dbi[db], &cur);
-	if (rc)
-		return map_rc(rc, "cursor_open");
-	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-	while (rc == 0) {
-		bool time_keyed = db != DB_INFLIGHT, corrupt = false, ok;
-		char id[SL_ID_LEN + 1], what[96];
-		size_t want = time_keyed ? TIME_KEY_LEN : SL_ID_LEN;
-		bool fixed = false;
-
-		if (k.mv_size != want) {
-			snprintf(id, sizeof id, "?");
-			ok = false;
-		} else {
-			memcpy(id, (char *)k.mv_data + (time_keyed ? 8 : 0), SL_ID_LEN);
-			id[SL_ID_LEN] = '\0';
-			ok = implied(c->t, db, time_keyed ? sl_get_be64(k.mv_data) : 0, id, &corrupt);
-		}
-		if (!ok && !corrupt) {
-			unsigned char saved[TIME_KEY_LEN];
-			size_t slen = k.mv_size < sizeof saved ? k.mv_size : sizeof saved;
-			memcpy(saved, k.mv_data, slen);
-			if (c->repair)
-				fixed = mdb_cursor_del(cur, 0) == 0;
-			snprintf(what, sizeof what, "dangling entry in the %s index", db_names[db]);
-			problem(c, id, what, fixed);
-			if (fixed) {
-				/* Re-seek: the next key is the first one >= the deleted. */
-				k.mv_size = slen;
-				k.mv_data = saved;
-				rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-				continue;
-			}
-		}
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : map_rc(rc, "cursor_get");
-}
-
-int
-store_check(struct store_txn *t, bool repair, store_problem_fn cb, void *arg,
-    struct store_check_result *out)
-{
-	struct check_ctx c = { .t = t, .repair = repair, .cb = cb, .arg = arg, .res = out };
-	static const int indexes[] = { DB_READY, DB_INFLIGHT, DB_EXPIRY, DB_CREATED,
-		DB_FINISHED };
-	struct store_counts have;
-	int rc;
-
-	memset(out, 0, sizeof *out);
-	rc = store_scan_jobs(t, check_job, &c);
-	for (size_t i = 0; rc == 0 && i < SL_ARRAY_LEN(indexes); i++)
-		rc = check_index(&c, indexes[i]);
-	if (rc)
-		goto out;
-	rc = store_counts_get(t, &have);
-	if (rc && rc != SL_ECORRUPT)
-		goto out;
-	if (rc || memcmp(have.by_state, c.counts, sizeof c.counts) != 0) {
-		bool fixed = false;
-		if (repair) {
-			unsigned char buf[8 * JOB_STATE_COUNT];
-			MDB_val k = { 6, "counts" }, v = { sizeof buf, buf };
-			for (int i = 0; i < JOB_STATE_COUNT; i++)
-				sl_put_be64(buf + 8 * i, c.counts[i]);
-			fixed = mdb_put(t->txn, t->st->dbi[DB_META], &k, &v, 0) == 0;
-		}
-		problem(&c, "-", "per-state counts disagree with the records", fixed);
-	}
-	rc = check_tenant_counts(&c);
-out:
-	free(c.tally);
-	return rc;
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : store_p_map_rc(rc, "cursor_get");
 }
 
 /* ---- tables of checked records ---- */
@@ -1674,7 +1348,7 @@ store_table_del(struct store_txn *t, enum store_table tb, const void *key, size_
 {
 	MDB_val k = { klen, (void *)key };
 
-	return map_rc(mdb_del(t->txn, t->st->dbi[table_db[tb]], &k, NULL), "del");
+	return store_p_map_rc(mdb_del(t->txn, t->st->dbi[table_db[tb]], &k, NULL), "del");
 }
 
 int
@@ -1695,7 +1369,7 @@ store_table_scan_dir(struct store_txn *t, enum store_table tb, const void *from,
 
 	rc = mdb_cursor_open(t->txn, t->st->dbi[db], &cur);
 	if (rc)
-		return map_rc(rc, "cursor_open");
+		return store_p_map_rc(rc, "cursor_open");
 	if (!reverse) {
 		rc = flen ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE)
 		          : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -1720,5 +1394,5 @@ store_table_scan_dir(struct store_txn *t, enum store_table tb, const void *from,
 	mdb_cursor_close(cur);
 	if (stop)
 		return stop;
-	return rc == MDB_NOTFOUND ? 0 : map_rc(rc, "cursor_get");
+	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, "cursor_get");
 }
