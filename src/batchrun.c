@@ -20,9 +20,8 @@
  *             final status, and queues the batch's webhook event.
  *
  * Files past their expires_at (--file-ttl, or expires_after at upload) are
- * gone for the API at once (files_expired); once a minute, and at start,
- * the engine deletes their records and then their bytes, except the input
- * file of a batch that is still active (it goes at the next sweep after).
+ * gone for the API at once (files_expired); retain.c deletes their records
+ * and bytes, except the input file of a batch that is still active.
  */
 #include "config.h"
 
@@ -47,8 +46,6 @@
 #define EXPAND_CHUNK 256
 #define SCAN_CHUNK 512
 #define MAX_WORKS 4          /* batches advanced at once (memory bound) */
-#define FILE_SWEEP_TICKS 60  /* expired files deleted once a minute */
-#define FILE_SWEEP_MAX 64    /* files deleted per sweep op */
 
 enum phase { PH_VALIDATE, PH_EXPAND, PH_RUN, PH_CANCEL, PH_FINALIZE, PH_DONE, PH_COUNT };
 
@@ -120,8 +117,6 @@ struct batchrun {
 	struct work *works;
 	unsigned n_works;
 	bool stopped;
-	bool sweeping;          /* a file sweep op is with the writer */
-	unsigned ticks;
 };
 
 static void work_free(struct work *w);
@@ -1053,102 +1048,11 @@ batchrun_kick(struct batchrun *br)
 		ev_idle_start(br->loop, &br->idle);
 }
 
-/* ---- expired files ---- */
-
-struct sweep_op {
-	struct wr_op op;
-	struct batchrun *br;
-	size_t n;
-	struct sl_file f[FILE_SWEEP_MAX];
-	bool deleted[FILE_SWEEP_MAX]; /* this op removed the record */
-};
-
-static int
-sweep_apply(struct store_txn *t, struct wr_op *op)
-{
-	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
-
-	for (size_t i = 0; i < s->n; i++) {
-		struct sl_file now; /* the record as this transaction sees it */
-		int rc;
-
-		s->deleted[i] = false; /* outputs reset: the batch may be applied again */
-		if (s->f[i].deleted) {
-			/* A tombstone past its day: the bytes went with the file. */
-			rc = files_delete(t, &s->f[i]);
-			if (rc && rc != SL_ENOTFOUND)
-				return rc;
-			continue;
-		}
-		if (batch_input_in_use(t, s->f[i].id, NULL) != 0)
-			continue;
-		rc = files_get(t, s->f[i].id, &now);
-		if (rc == SL_ENOTFOUND)
-			continue; /* deleted through the API meanwhile */
-		if (!rc)
-			rc = files_retire(t, &now, sl_wall_ms());
-		if (rc)
-			return rc;
-		s->deleted[i] = true;
-	}
-	return 0;
-}
-
-static void
-sweep_done(struct wr_op *op)
-{
-	struct sweep_op *s = SL_CONTAINER_OF(op, struct sweep_op, op);
-	char path[4096];
-	size_t n = 0;
-
-	s->br->sweeping = false;
-	for (size_t i = 0; !op->rc && i < s->n; i++) {
-		if (!s->deleted[i])
-			continue;
-		/* The record is gone: the bytes can go (a crash in between
-		 * leaves an orphan file, never a record without bytes). */
-		files_path(s->br->data_dir, s->f[i].id, path, sizeof path);
-		unlink(path);
-		n++;
-	}
-	if (op->rc)
-		log_warn("batch: deleting expired files failed: %s", sl_strerror(op->rc));
-	else if (n)
-		log_info("batch: deleted %zu expired file%s", n, n == 1 ? "" : "s");
-	free(s);
-}
-
-static void
-sweep_files(struct batchrun *br)
-{
-	struct store_txn *t = NULL;
-	struct sweep_op *s;
-	int rc;
-
-	if (br->sweeping || br->stopped || !(s = calloc(1, sizeof *s)))
-		return;
-	rc = store_begin(br->st, true, &t);
-	if (rc == 0)
-		rc = files_expired_scan(t, sl_wall_ms(), s->f, FILE_SWEEP_MAX, &s->n);
-	store_abort(t);
-	if (rc || s->n == 0) {
-		free(s);
-		return;
-	}
-	s->br = br;
-	s->op.apply = sweep_apply;
-	s->op.done = sweep_done;
-	br->sweeping = true;
-	writer_submit(br->wr, &s->op);
-}
-
 static void
 tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct batchrun *br = SL_CONTAINER_OF(w, struct batchrun, tick);
 
-	if (br->ticks++ % FILE_SWEEP_TICKS == 0)
-		sweep_files(br);
 	batchrun_kick(br);
 }
 

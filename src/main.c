@@ -30,6 +30,7 @@
 #include "slowlane/journal.h"
 #include "slowlane/log.h"
 #include "slowlane/reader.h"
+#include "slowlane/retain.h"
 #include "slowlane/sched.h"
 #include "slowlane/store.h"
 #include "slowlane/util.h"
@@ -45,6 +46,7 @@ struct daemon {
 	struct sched *sc;
 	struct deliver *dl;
 	struct batchrun *br;
+	struct retain *rt;
 	struct api *api;
 	struct http_server *http;
 	struct journal *jn;
@@ -107,6 +109,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	http_quiesce(d->http);
 	deliver_stop(d->dl);
 	batchrun_stop(d->br);
+	retain_stop(d->rt);
 	sched_shutdown(d->sc, sched_stopped, d);
 }
 
@@ -281,8 +284,6 @@ run(struct daemon *d)
 		.concurrency = (unsigned)c->concurrency,
 		.upstream_timeout_ms = c->upstream_timeout_ms,
 		.shutdown_grace_ms = c->shutdown_grace_ms,
-		.retention_ms = c->retention_ms,
-		.idem_keep_ms = c->idem_keep_ms,
 		.policy = { .max_attempts = (uint32_t)c->max_attempts,
 			.backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms },
 	};
@@ -327,6 +328,13 @@ run(struct daemon *d)
 		rc = batchrun_new(d->loop, d->st, d->wr, d->sc, &bo, &d->br);
 	if (rc == 0)
 		api_set_batchrun(d->api, d->br);
+	struct retain_opts ro = {
+		.data_dir = c->data_dir,
+		.retention_ms = c->retention_ms,
+		.idem_keep_ms = c->idem_keep_ms,
+	};
+	if (rc == 0)
+		rc = retain_new(d->loop, d->st, d->wr, &ro, &d->rt);
 	if (rc) {
 		log_error("startup failed: %s", sl_strerror(rc));
 		return 1;
@@ -367,6 +375,7 @@ run(struct daemon *d)
 	sched_start(d->sc);
 	deliver_start(d->dl);
 	batchrun_start(d->br);
+	retain_start(d->rt);
 	ev_run(d->loop, 0);
 	return 0;
 }
@@ -377,6 +386,7 @@ teardown(struct daemon *d)
 	struct writer_stats ws = { 0 };
 	uint64_t submitted;
 
+	retain_stop(d->rt); /* sends nothing more to the writer's last dones */
 	if (d->wr) {
 		writer_get_stats(d->wr, &ws);
 		writer_stop(d->wr); /* applies what is queued: requeues included */
@@ -389,6 +399,7 @@ teardown(struct daemon *d)
 	if (d->br && !d->stopping)
 		batchrun_stop(d->br);
 	batchrun_free(d->br);
+	retain_free(d->rt);
 	sched_free(d->sc);
 	submitted = d->api ? api_submitted(d->api) : 0;
 	api_free(d->api);

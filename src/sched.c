@@ -35,7 +35,6 @@
 #include <string.h>
 
 #include "slowlane/common.h"
-#include "slowlane/idem.h"
 #include "slowlane/jscan.h"
 #include "slowlane/log.h"
 #include "slowlane/queue.h"
@@ -45,7 +44,6 @@
 
 #define TICK_S 1.0       /* sweep period: external changes act within 1 s */
 #define EXPIRE_CHUNK 256 /* jobs ended per expire op */
-#define PURGE_CHUNK 256  /* jobs deleted per retention op, at most */
 /* Claim ops in flight at once: a slot freed while one claim commits joins
  * the next commit instead of waiting for that claim to come back first. */
 #define MAX_CLAIMS 2
@@ -115,15 +113,7 @@ struct sched {
 	ev_tstamp call_s, claim_s; /* moving averages: call time, claim round trip */
 	unsigned reserved;   /* slots promised to the claim ops in flight */
 	unsigned claiming;   /* claim ops in flight, at most MAX_CLAIMS */
-	bool expiring, purging, stopping, paused;
-	/* Jobs the next retention op deletes: PURGE_CHUNK, fewer after the
-	 * map was too full for a chunk (in LMDB a delete needs free pages,
-	 * and fewer deletes need fewer), back up after each success. */
-	size_t purge_chunk;
-	/* The walk deleting old Idempotency-Key records, a step per tick. */
-	unsigned char idem_next[IDEM_RECORD_KEY_MAX];
-	size_t idem_nlen;
-	bool idem_sweeping;
+	bool expiring, stopping, paused;
 	unsigned ticks;
 	unsigned releasing;  /* release ops in flight during shutdown */
 	void (*on_stopped)(void *arg);
@@ -749,144 +739,6 @@ audit_active(struct sched *s)
 	store_abort(t);
 }
 
-struct purge_op {
-	struct wr_op op;
-	struct sched *s;
-	uint64_t before_ms;
-	size_t chunk, n;
-};
-
-static int
-purge_apply(struct store_txn *t, struct wr_op *op)
-{
-	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
-
-	return queue_purge(t, p->before_ms, p->chunk, &p->n);
-}
-
-static void retain(struct sched *s);
-
-static void
-purge_done(struct wr_op *op)
-{
-	struct purge_op *p = SL_CONTAINER_OF(op, struct purge_op, op);
-	struct sched *s = p->s;
-	bool more = (op->rc == 0 && p->n == p->chunk) || (op->rc == SL_EFULL && p->chunk > 1);
-
-	s->purging = false;
-	if (op->rc == SL_EFULL && p->chunk > 1)
-		s->purge_chunk = p->chunk / 4 ? p->chunk / 4 : 1; /* and again at once */
-	else if (op->rc == 0 && s->purge_chunk < PURGE_CHUNK)
-		s->purge_chunk *= 2;
-	if (op->rc)
-		log_error("sched: retention purge of up to %zu jobs failed: %s%s", p->chunk,
-		    sl_strerror(op->rc), more ? "; trying fewer" : "");
-	else if (p->n)
-		log_info("sched: retention deleted %zu ended job%s", p->n, p->n == 1 ? "" : "s");
-	s->stats.purged += p->n;
-	free(p);
-	if (more)
-		retain(s);
-}
-
-static int
-first_finished(void *arg, uint64_t ms, const char *id)
-{
-	*(uint64_t *)arg = ms;
-	return 1;
-}
-
-/* Deletes ended jobs older than --retention, a chunk per op. */
-static void
-retain(struct sched *s)
-{
-	struct store_txn *t = NULL;
-	uint64_t now = sl_wall_ms(), oldest = UINT64_MAX;
-	struct purge_op *p;
-
-	if (!s->o.retention_ms || s->purging || s->stopping || now < s->o.retention_ms)
-		return;
-	if (store_begin(s->st, true, &t) == 0) {
-		store_scan_time(t, STORE_FINISHED, 0, false, first_finished, &oldest);
-		store_abort(t);
-	}
-	if (oldest >= now - s->o.retention_ms)
-		return;
-	p = calloc(1, sizeof *p);
-	if (!p)
-		return;
-	p->s = s;
-	p->before_ms = now - s->o.retention_ms;
-	p->chunk = s->purge_chunk;
-	p->op.apply = purge_apply;
-	p->op.done = purge_done;
-	p->op.frees = true;
-	s->purging = true;
-	writer_submit(s->wr, &p->op);
-}
-
-/* Idempotency-Key records visited per tick: a walk of a million takes
- * about an hour, and a step costs the writer ~0.1 ms. */
-#define IDEM_SWEEP_STEP 256
-
-struct idem_sweep_op {
-	struct wr_op op;
-	struct sched *s;
-	unsigned char from[IDEM_RECORD_KEY_MAX], next[IDEM_RECORD_KEY_MAX];
-	size_t flen, nlen, deleted;
-};
-
-static int
-idem_sweep_apply(struct store_txn *t, struct wr_op *op)
-{
-	struct idem_sweep_op *o = SL_CONTAINER_OF(op, struct idem_sweep_op, op);
-
-	return idem_sweep(t, sl_wall_ms(), o->s->o.idem_keep_ms, o->from, o->flen,
-	    IDEM_SWEEP_STEP, o->next, &o->nlen, &o->deleted);
-}
-
-static void
-idem_sweep_done(struct wr_op *op)
-{
-	struct idem_sweep_op *o = SL_CONTAINER_OF(op, struct idem_sweep_op, op);
-	struct sched *s = o->s;
-
-	s->idem_sweeping = false;
-	if (op->rc) {
-		log_error("sched: deleting old Idempotency-Key records failed: %s",
-		    sl_strerror(op->rc));
-	} else {
-		memcpy(s->idem_next, o->next, o->nlen); /* nlen 0: from the start */
-		s->idem_nlen = o->nlen;
-		if (o->deleted)
-			log_info("sched: deleted %zu Idempotency-Key record%s older than the keep",
-			    o->deleted, o->deleted == 1 ? "" : "s");
-	}
-	free(o);
-}
-
-/* One step of the walk over the Idempotency-Key records. */
-static void
-idem_expire(struct sched *s)
-{
-	struct idem_sweep_op *o;
-
-	if (s->idem_sweeping || s->stopping || !s->o.idem_keep_ms)
-		return;
-	o = calloc(1, sizeof *o);
-	if (!o)
-		return;
-	o->s = s;
-	memcpy(o->from, s->idem_next, s->idem_nlen);
-	o->flen = s->idem_nlen;
-	o->op.apply = idem_sweep_apply;
-	o->op.done = idem_sweep_done;
-	o->op.frees = true;
-	o->op.lazy = true; /* nobody waits for it: it joins the next commit */
-	s->idem_sweeping = true;
-	writer_submit(s->wr, &o->op);
-}
-
 /* ---- timers and lifecycle ---- */
 
 static void
@@ -897,8 +749,6 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	audit_active(s);
 	store_measure_free(s->st);
 	sweep(s);
-	retain(s);
-	idem_expire(s);
 	dispatch(s);
 	/* Reader slots of crashed slowlanectl runs would pin old pages. */
 	if (++s->ticks % READER_CHECK_TICKS == 0 && store_reader_check(s->st) > 0)
@@ -943,7 +793,6 @@ sched_new(struct ev_loop *loop, struct store *st, struct writer *wr, struct back
 	s->wr = wr;
 	s->be = be;
 	s->o = *o;
-	s->purge_chunk = PURGE_CHUNK;
 	if (s->o.concurrency == 0)
 		s->o.concurrency = 1;
 	ev_timer_init(&s->tick, tick_cb, TICK_S, TICK_S);

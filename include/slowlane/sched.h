@@ -24,8 +24,6 @@ struct sched_opts {
 	unsigned concurrency;         /* upstream calls in flight at most */
 	uint64_t upstream_timeout_ms; /* per call; also sizes the lease */
 	uint64_t shutdown_grace_ms;   /* how long shutdown waits for calls */
-	uint64_t retention_ms;        /* delete ended jobs this old; 0 = keep */
-	uint64_t idem_keep_ms;        /* delete Idempotency-Key records this old */
 	struct policy policy;         /* retries and backoff */
 };
 
@@ -33,7 +31,6 @@ struct sched_stats {
 	unsigned in_flight;
 	uint64_t started, succeeded, failed, retried, expired, stale;
 	uint64_t abandoned; /* calls dropped: their job was changed elsewhere */
-	uint64_t purged;    /* ended jobs deleted by retention */
 };
 
 struct sched;
