@@ -359,6 +359,7 @@ error_code(const struct job *j)
 	case JOB_END_EXPIRED: return "batch_expired";
 	case JOB_END_CANCELLED: return "batch_cancelled";
 	case JOB_END_TIMEOUT: return "request_timeout";
+	case JOB_END_DAMAGED: return "stored_request_damaged";
 	default: return "upstream_error";
 	}
 }

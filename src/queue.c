@@ -77,18 +77,56 @@ new_attempt_id(void)
 	return a;
 }
 
+/* An index entry that its job's record does not imply (the record is
+ * missing, unreadable, or in another state): a damaged store, never the
+ * result of a crash (every change of a record moves its entries in the
+ * same transaction). The entry is dropped, so that one damaged job cannot
+ * stall every job behind it; `slowlanectl check` reports the record. */
+static int
+drop_dangling(struct store_txn *t, int ix, uint64_t ms, const char *id, int why)
+{
+	static const char *const names[] = { [STORE_READY] = "ready", [STORE_EXPIRY] = "expiry" };
+
+	log_error("queue: job %s: %s; its %s entry is dropped (run slowlanectl check)", id,
+	    why == SL_ENOTFOUND ? "no record" : why == SL_ECORRUPT
+	    ? "its record failed its checksum" : "its record is in another state",
+	    ix < 0 ? "inflight" : names[ix]);
+	return ix < 0 ? store_inflight_drop(t, id) : store_index_drop(t, ix, ms, id);
+}
+
+/* A claimed job whose request body is missing or fails its checksum cannot
+ * be sent: it ends Failed, saying so, rather than block the queue. */
+static int
+fail_damaged(struct store_txn *t, const struct job *claimed, uint64_t now_ms, int why)
+{
+	struct job j = *claimed;
+	int rc;
+
+	log_error("queue: job %s: its request body %s; the job fails (run slowlanectl check)",
+	    j.id, why == SL_ENOTFOUND ? "is missing" : "failed its checksum");
+	if (job_end(&j, now_ms))
+		return SL_ECORRUPT;
+	j.end = JOB_END_DAMAGED;
+	j.attempts = claimed->attempts - 1; /* no call was made */
+	job_set_message(&j, "The stored request could not be read (the store is damaged); "
+	    "submit it again");
+	rc = store_job_put(t, claimed, &j);
+	return rc ? rc : job_ended(t, &j, now_ms);
+}
+
 int
 queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
     queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms)
 {
 	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	uint64_t due[SCAN_CHUNK];
 	size_t n = 0;
 	int rc;
 
 	*claimed = 0;
 	if (max > SCAN_CHUNK)
 		max = SCAN_CHUNK;
-	rc = store_ready_due(t, now_ms, max, ids, &n, next_due_ms);
+	rc = store_ready_due(t, now_ms, max, ids, due, &n, next_due_ms);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < n; i++) {
@@ -96,12 +134,16 @@ queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
 		const void *body;
 		size_t len;
 
-		/* A ready entry without its Queued job is a damaged index: a
-		 * hard error, so that the writer drops this op's earlier claims
-		 * with it (a soft one would commit them, owned by nobody). */
 		rc = store_job_get(t, ids[i], &old);
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT ||
+		    (rc == 0 && (old.state != JOB_QUEUED || old.not_before_ms != due[i]))) {
+			rc = drop_dangling(t, STORE_READY, due[i], ids[i], rc);
+			if (rc)
+				return rc;
+			continue;
+		}
 		if (rc)
-			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
+			return rc;
 		j = old;
 		rc = job_claim(&j, now_ms, new_attempt_id(), now_ms + lease_ms);
 		if (rc)
@@ -110,8 +152,14 @@ queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
 		if (rc)
 			return rc;
 		rc = store_body_get(t, j.id, &body, &len);
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT) {
+			rc = fail_damaged(t, &j, now_ms, rc);
+			if (rc)
+				return rc;
+			continue;
+		}
 		if (rc)
-			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
+			return rc;
 		(*claimed)++;
 		/* The callback owns the claimed job from here; if it cannot,
 		 * the whole op fails rather than leave one claimed by nobody. */
@@ -162,13 +210,14 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
     size_t *n, uint64_t *next_ms)
 {
 	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
+	uint64_t due[SCAN_CHUNK];
 	size_t got = 0;
 	int rc;
 
 	*n = 0;
 	if (max > SCAN_CHUNK)
 		max = SCAN_CHUNK;
-	rc = store_expiry_due(t, now_ms, max, ids, &got, next_ms);
+	rc = store_expiry_due(t, now_ms, max, ids, due, &got, next_ms);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < got; i++) {
@@ -176,12 +225,19 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 		bool was_in_progress;
 
 		rc = store_job_get(t, ids[i], &old);
-		if (rc) /* hard, as in queue_claim: no half-applied op */
-			return rc == SL_ENOTFOUND ? SL_ECORRUPT : rc;
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT ||
+		    (rc == 0 && (job_is_final(old.state) || old.expires_ms != due[i]))) {
+			rc = drop_dangling(t, STORE_EXPIRY, due[i], ids[i], rc);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (rc)
+			return rc;
 		j = old;
 		was_in_progress = old.state == JOB_IN_PROGRESS;
 		if (job_end(&j, now_ms))
-			continue;
+			return SL_ECORRUPT;
 		j.end = JOB_END_EXPIRED;
 		if (was_in_progress)
 			job_set_message(&j, "Expired: not finished within its time to live "
@@ -224,6 +280,14 @@ queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
 		struct job old, j;
 
 		rc = store_job_get(t, ids[i], &old);
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT ||
+		    (rc == 0 && old.state != JOB_IN_PROGRESS)) {
+			rc = drop_dangling(t, -1, 0, ids[i], rc);
+			if (rc)
+				return rc;
+			(*n)++; /* handled: the caller's loop goes on */
+			continue;
+		}
 		if (rc)
 			return rc;
 		j = old;

@@ -601,7 +601,7 @@ dispatch(struct sched *s)
 	now = sl_wall_ms();
 	/* A cheap look first, so an idle daemon sends the writer nothing. */
 	if (store_begin(s->st, true, &t) == 0) {
-		store_ready_due(t, now, 1, id, &n, &next);
+		store_ready_due(t, now, 1, id, NULL, &n, &next);
 		store_abort(t);
 	}
 	if (n == 0) {
@@ -687,7 +687,7 @@ sweep(struct sched *s)
 	if (s->expiring || s->stopping)
 		return;
 	if (store_begin(s->st, true, &t) == 0) {
-		store_expiry_due(t, now, 1, id, &n, &next);
+		store_expiry_due(t, now, 1, id, NULL, &n, &next);
 		store_abort(t);
 	}
 	if (n == 0)

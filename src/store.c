@@ -1074,7 +1074,7 @@ store_job_delete(struct store_txn *t, const struct job *j)
 /* Walks a time-keyed index from the start, collecting ids due by upto_ms. */
 static int
 time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
-    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+    char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -1099,6 +1099,8 @@ time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
 		}
 		memcpy(ids[*n], (char *)k.mv_data + 8, SL_ID_LEN);
 		ids[*n][SL_ID_LEN] = '\0';
+		if (ms)
+			ms[*n] = due;
 		(*n)++;
 	}
 	mdb_cursor_close(cur);
@@ -1109,16 +1111,16 @@ time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
 
 int
 store_ready_due(struct store_txn *t, uint64_t upto_ms, size_t max,
-    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+    char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms)
 {
-	return time_index_due(t, DB_READY, upto_ms, max, ids, n, next_due_ms);
+	return time_index_due(t, DB_READY, upto_ms, max, ids, ms, n, next_due_ms);
 }
 
 int
 store_expiry_due(struct store_txn *t, uint64_t upto_ms, size_t max,
-    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms)
+    char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms)
 {
-	return time_index_due(t, DB_EXPIRY, upto_ms, max, ids, n, next_due_ms);
+	return time_index_due(t, DB_EXPIRY, upto_ms, max, ids, ms, n, next_due_ms);
 }
 
 int
@@ -1149,6 +1151,27 @@ store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1],
 }
 
 /* ---- inspection and repair ---- */
+
+int
+store_index_drop(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id)
+{
+	unsigned char k[TIME_KEY_LEN];
+	MDB_val key = { sizeof k, k };
+	int rc;
+
+	store_p_time_key(k, ms, id);
+	rc = mdb_del(t->txn, t->st->dbi[time_db[ix]], &key, NULL);
+	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, store_p_db_names[time_db[ix]]);
+}
+
+int
+store_inflight_drop(struct store_txn *t, const char *id)
+{
+	MDB_val key = { SL_ID_LEN, (void *)id };
+	int rc = mdb_del(t->txn, t->st->dbi[DB_INFLIGHT], &key, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, "inflight");
+}
 
 int
 store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool reverse,

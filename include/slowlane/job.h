@@ -50,6 +50,7 @@ enum job_end {
 	JOB_END_TIMEOUT,     /* the last attempt timed out */
 	JOB_END_CONNECT,     /* the last attempt could not reach the upstream */
 	JOB_END_BAD_REPLY,   /* the upstream's answer was not usable */
+	JOB_END_DAMAGED,     /* its stored request could not be read (queue.c) */
 };
 
 struct job {

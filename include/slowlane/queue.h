@@ -33,8 +33,12 @@ typedef int (*queue_claim_fn)(void *arg, const struct job *j, const void *body, 
 /* Moves up to `max` due Queued jobs to In Progress, each with a fresh random
  * attempt id and a lease ending at now + lease_ms. *claimed gets the count,
  * *next_due_ms the due time of the next Queued job (UINT64_MAX if none).
- * Returns 0, the callback's error, SL_ECORRUPT (a ready entry without its
- * Queued job or body: `slowlanectl check --repair`) or a store error. */
+ * A damaged store does not stall the queue: a ready entry that its record
+ * does not imply (no record, one failing its checksum, one in another
+ * state) is dropped, and a job whose request body is missing or fails its
+ * checksum ends Failed (JOB_END_DAMAGED, attempts unchanged), each logged
+ * with "run slowlanectl check". Returns 0, the callback's error or a store
+ * error. */
 int queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
     queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms);
 
@@ -58,14 +62,17 @@ int queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uin
 
 /* Ends every unfinished job whose expiry is due (up to `max`), Failed with
  * an "expired" message. For each, `cb` (may be NULL) learns the id and
- * whether it was In Progress. *n gets the count, *next_ms the next expiry. */
+ * whether it was In Progress. *n gets the count, *next_ms the next expiry.
+ * An expiry entry its record does not imply is dropped, as in queue_claim. */
 int queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
     void (*cb)(void *arg, const char *id, bool was_in_progress), void *arg,
     size_t *n, uint64_t *next_ms);
 
 /* Puts up to `max` In Progress jobs back to Queued (crash recovery at
- * startup: O(in flight), never a scan of all jobs). *n gets the count;
- * call again until it is 0. */
+ * startup: O(in flight), never a scan of all jobs). *n gets the count of
+ * inflight entries handled: jobs put back, and entries dropped because no
+ * In Progress record implies them (as in queue_claim); call again until it
+ * is 0. */
 int queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n);
 
 /* Puts job `id` back to Queued if it is still on attempt `attempt_id`:

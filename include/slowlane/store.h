@@ -108,13 +108,14 @@ int store_result_get(struct store_txn *t, const char *id, const void **data, siz
 /* ---- index scans (each returns ids in key order) ---- */
 
 /* Up to `max` Queued job ids due at or before `upto_ms`, in due order,
- * into ids[][SL_ID_LEN + 1]; *n gets the count. *next_due_ms gets the due
- * time of the first entry not returned (UINT64_MAX if none). */
+ * into ids[][SL_ID_LEN + 1], and (when `ms` is not NULL) each entry's due
+ * time into ms[]; *n gets the count. *next_due_ms gets the due time of the
+ * first entry not returned (UINT64_MAX if none). */
 int store_ready_due(struct store_txn *t, uint64_t upto_ms, size_t max,
-    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms);
+    char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms);
 /* Same for unfinished jobs whose expiry is at or before `upto_ms`. */
 int store_expiry_due(struct store_txn *t, uint64_t upto_ms, size_t max,
-    char (*ids)[SL_ID_LEN + 1], size_t *n, uint64_t *next_due_ms);
+    char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms);
 /* Up to `max` In Progress job ids (any order). */
 int store_inflight_list(struct store_txn *t, size_t max,
     char (*ids)[SL_ID_LEN + 1], size_t *n);
@@ -215,6 +216,13 @@ int store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, 
  * `j` is NULL and rc SL_ECORRUPT for a record that failed its check. */
 typedef int (*store_job_fn)(void *arg, const char *id, const struct job *j);
 int store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg);
+
+/* Deletes the entry (ms, id) of time index `ix`, or the inflight entry of
+ * `id`, and nothing else: for an entry that its record does not imply (a
+ * damaged store; see queue.h). A missing entry is not an error. Returns 0
+ * or a store error. */
+int store_index_drop(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id);
+int store_inflight_drop(struct store_txn *t, const char *id);
 
 struct store_info {
 	uint64_t map_size;   /* bytes reserved */

@@ -51,7 +51,7 @@ n_ready(uint64_t upto)
 	struct store_txn *t;
 
 	store_begin(st, true, &t);
-	store_ready_due(t, upto, 64, ids, &n, &next);
+	store_ready_due(t, upto, 64, ids, NULL, &n, &next);
 	store_abort(t);
 	return n;
 }
@@ -65,7 +65,7 @@ n_expiry(uint64_t upto)
 	struct store_txn *t;
 
 	store_begin(st, true, &t);
-	store_expiry_due(t, upto, 64, ids, &n, &next);
+	store_expiry_due(t, upto, 64, ids, NULL, &n, &next);
 	store_abort(t);
 	return n;
 }
@@ -266,6 +266,113 @@ tail_pages_freed(void)
 	mdb_env_close(env);
 	ok(store_open(d2, &ro, &r2) == 0, "it opens again, read-only, as healthy");
 	store_close(r2);
+}
+
+/* Damage behind the store's back, straight to LMDB (no store open): P's
+ * record deleted (its index entries left), Q's record made to fail its
+ * checksum, R's body deleted, and an inflight entry for a job that does
+ * not exist. */
+static void
+damage(const char *path)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi jobs, bodies, infl;
+	MDB_val k = { SL_ID_LEN, "PPPPPPPPPPPPPPPPPPPPP" }, v;
+	MDB_val z = { SL_ID_LEN, "ZZZZZZZZZZZZZZZZZZZZZ" }, zv = { 16, "0123456789abcdef" };
+	unsigned char copy[512];
+
+	mdb_env_create(&env);
+	mdb_env_set_maxdbs(env, 32);
+	mdb_env_open(env, path, 0, 0600);
+	mdb_txn_begin(env, NULL, 0, &txn);
+	mdb_dbi_open(txn, "jobs", 0, &jobs);
+	mdb_dbi_open(txn, "bodies", 0, &bodies);
+	mdb_dbi_open(txn, "inflight", 0, &infl);
+	mdb_del(txn, jobs, &k, NULL);
+	k.mv_data = "QQQQQQQQQQQQQQQQQQQQQ";
+	if (mdb_get(txn, jobs, &k, &v) == 0 && v.mv_size <= sizeof copy) {
+		memcpy(copy, v.mv_data, v.mv_size);
+		copy[v.mv_size / 2] ^= 0x5a;
+		v.mv_data = copy;
+		mdb_put(txn, jobs, &k, &v, 0);
+	}
+	k.mv_data = "RRRRRRRRRRRRRRRRRRRRR";
+	mdb_del(txn, bodies, &k, NULL);
+	mdb_put(txn, infl, &z, &zv, 0);
+	mdb_txn_commit(txn);
+	mdb_env_close(env);
+}
+
+/* A damaged store does not stall the queue (queue.h): entries that no
+ * record implies are dropped by the claim, the recovery and the expiry,
+ * and a job whose body is gone ends Failed, saying so. */
+static void
+damaged_store(void)
+{
+	static const char *const ids[] = { "PPPPPPPPPPPPPPPPPPPPP", "QQQQQQQQQQQQQQQQQQQQQ",
+		"RRRRRRRRRRRRRRRRRRRRR", "SSSSSSSSSSSSSSSSSSSSS", "TTTTTTTTTTTTTTTTTTTTT" };
+	struct store_opts so = { .map_size = 16 << 20, .create = true };
+	struct store_check_result res;
+	struct claimed c = { 0 };
+	struct store_txn *t;
+	struct job j, r;
+	size_t n = 0;
+	uint64_t next;
+	int rc;
+
+	snprintf(dir, sizeof dir, "%s/slowlane-test-damaged-XXXXXX",
+	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(dir) || store_open(dir, &so, &st) != 0) {
+		ok(0, "store for the damage tests");
+		return;
+	}
+	t = wtxn();
+	for (size_t i = 0; i < SL_ARRAY_LEN(ids); i++) {
+		j = new_job(ids[i], 1000);
+		queue_insert(t, &j, "{}", 2);
+	}
+	store_commit(t);
+	store_close(st);
+	damage(dir);
+	store_open(dir, &so, &st);
+
+	t = wtxn();
+	rc = queue_claim(t, 2000, 16, 60000, on_claim, &c, &n, &next);
+	store_commit(t);
+	ok(rc == 0 && n == 2 && c.n == 2 && strcmp(c.jobs[0].id, ids[3]) == 0 &&
+	    strcmp(c.jobs[1].id, ids[4]) == 0,
+	    "claim: past a ready entry without a record and one failing its checksum, "
+	    "the two sound jobs are claimed (rc %d, %zu)", rc, n);
+	is_int(n_ready(UINT64_MAX), 0, "the dangling ready entries are gone");
+	r = get(ids[2]);
+	ok(r.state == JOB_FAILED && r.end == JOB_END_DAMAGED && r.attempts == 0 &&
+	    strstr(r.message, "could not be read"),
+	    "a job whose body is gone ends Failed, no attempt counted (%s: %s)",
+	    job_state_name(r.state), r.message);
+
+	t = wtxn();
+	rc = queue_recover(t, 3000, 256, &n);
+	store_commit(t);
+	ok(rc == 0 && n == 3, "recovery handles the two jobs and the dangling entry (%zu)", n);
+	is_int(n_inflight(), 0, "nothing left in inflight");
+	ok(get(ids[3]).state == JOB_QUEUED && get(ids[4]).state == JOB_QUEUED,
+	    "the two sound jobs are Queued again");
+
+	t = wtxn();
+	rc = queue_expire(t, 20000, 256, NULL, NULL, &n, &next);
+	store_commit(t);
+	ok(rc == 0 && n == 2, "expiry ends the two sound jobs, past the damaged ones (%zu)", n);
+	is_int(n_expiry(UINT64_MAX), 0, "the dangling expiry entries are gone");
+
+	store_begin(st, true, &t);
+	rc = store_check(t, false, NULL, NULL, &res);
+	store_abort(t);
+	ok(rc == 0 && res.problems >= 2, "check still reports what was damaged (%llu problems)",
+	    (unsigned long long)res.problems);
+	store_close(st);
+	st = NULL;
+	tap_rmrf(dir);
 }
 
 /* idem_sweep: steps of `budget` records walk the whole table through the
@@ -592,5 +699,6 @@ main(void)
 		return 1;
 	tail_pages_freed();
 	idem_records();
+	damaged_store();
 	return tap_done();
 }
