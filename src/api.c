@@ -14,6 +14,7 @@
 #include "api_impl.h"
 #include "slowlane/apikey.h"
 #include "slowlane/idem.h"
+#include "slowlane/intake.h"
 #include "slowlane/common.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
@@ -293,6 +294,114 @@ h_healthz(struct http_req *r, void *ctx)
 	    "calls_in_flight", (json_int_t)ss.in_flight));
 }
 
+#define METRICS_MAX 16384 /* bytes of a /metrics answer, at most */
+
+/* One metric in the Prometheus text format: its HELP and TYPE, then
+ * `n` samples, each "name{labels} value" (labels may be ""). */
+static int
+metric(struct sl_buf *b, const char *name, const char *type, const char *help, size_t n,
+    const char *const *labels, const uint64_t *values)
+{
+	int rc = sl_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		rc = sl_buf_printf(b, "%s%s%s%s %llu\n", name, labels[i][0] ? "{" : "", labels[i],
+		    labels[i][0] ? "}" : "", (unsigned long long)values[i]);
+	return rc;
+}
+
+/* GET /metrics: the daemon's figures for a Prometheus scrape. Like
+ * /healthz, it needs no key and names no tenant; the counters count from
+ * the daemon's start. */
+static void
+h_metrics(struct http_req *r, void *ctx)
+{
+	static const char *const states[] = { "state=\"queued\"", "state=\"in_progress\"",
+		"state=\"success\"", "state=\"failed\"" };
+	static const char *const outcomes[] = { "outcome=\"success\"", "outcome=\"failed\"",
+		"outcome=\"retried\"", "outcome=\"stale\"", "outcome=\"abandoned\"" };
+	static const char *const none[] = { "" };
+	struct api *a = ctx;
+	struct store_txn *t = NULL;
+	struct store_counts c;
+	struct store_info info = { 0 };
+	struct sched_stats ss = { 0 };
+	struct writer_stats ws = { 0 };
+	struct sl_buf b;
+	uint64_t v[5];
+	char *body;
+	size_t len;
+	int rc = store_begin(a->st, true, &t);
+
+	if (rc == 0)
+		rc = store_counts_get(t, &c);
+	if (rc == 0)
+		rc = store_get_info(a->st, t, &info);
+	store_abort(t);
+	if (rc) {
+		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
+		    "The store cannot be read.");
+		return;
+	}
+	if (a->sc)
+		sched_get_stats(a->sc, &ss);
+	if (a->wr)
+		writer_get_stats(a->wr, &ws);
+	sl_buf_init(&b, METRICS_MAX);
+	v[0] = c.by_state[JOB_QUEUED];
+	v[1] = c.by_state[JOB_IN_PROGRESS];
+	v[2] = c.by_state[JOB_SUCCESS];
+	v[3] = c.by_state[JOB_FAILED];
+	rc |= metric(&b, "slowlane_jobs", "gauge", "Stored jobs by state (In Progress includes "
+	    "jobs claimed ahead of a free slot).", 4, states, v);
+	v[0] = a->o.intake ? intake_count(a->o.intake) : 0;
+	rc |= metric(&b, "slowlane_journal_held", "gauge", "Submit records acknowledged from the "
+	    "journal and not yet in the store.", 1, none, v);
+	v[0] = ss.in_flight;
+	rc |= metric(&b, "slowlane_calls_in_flight", "gauge", "Upstream calls running now (at most "
+	    "--concurrency).", 1, none, v);
+	v[0] = a->submitted;
+	rc |= metric(&b, "slowlane_jobs_submitted_total", "counter", "Jobs acknowledged to a "
+	    "submit (each member of a group counts).", 1, none, v);
+	v[0] = ss.started;
+	rc |= metric(&b, "slowlane_calls_started_total", "counter", "Upstream calls started.", 1, none,
+	    v);
+	v[0] = ss.succeeded;
+	v[1] = ss.failed;
+	v[2] = ss.retried;
+	v[3] = ss.stale;
+	v[4] = ss.abandoned;
+	rc |= metric(&b, "slowlane_calls_ended_total", "counter", "Upstream calls ended, by what "
+	    "became of their job (stale: the job had moved on; abandoned: changed by "
+	    "slowlanectl).", 5, outcomes, v);
+	v[0] = ss.expired;
+	rc |= metric(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to live.",
+	    1, none, v);
+	v[0] = ws.commits;
+	rc |= metric(&b, "slowlane_store_commits_total", "counter", "Synced store transactions.", 1,
+	    none, v);
+	v[0] = ws.ops;
+	rc |= metric(&b, "slowlane_store_ops_total", "counter", "Operations applied by the writer.", 1,
+	    none, v);
+	v[0] = ws.appends;
+	rc |= metric(&b, "slowlane_journal_appends_total", "counter", "Synced journal appends.", 1,
+	    none, v);
+	v[0] = info.used_bytes;
+	rc |= metric(&b, "slowlane_store_used_bytes", "gauge", "Bytes of the store's map in use.", 1,
+	    none, v);
+	v[0] = info.map_size;
+	rc |= metric(&b, "slowlane_store_map_bytes", "gauge", "Bytes reserved for the store's map "
+	    "(--map-size).", 1, none, v);
+	body = rc ? NULL : sl_buf_detach(&b, &len);
+	if (!body) {
+		sl_buf_release(&b);
+		api_reply_err(r, 503, "server_error", NULL, "out_of_memory",
+		    "Out of memory.");
+		return;
+	}
+	http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", body, len);
+}
+
 static void
 h_models(struct http_req *r, void *ctx)
 {
@@ -350,6 +459,7 @@ static const struct http_route routes[] = {
 	{ .method = "GET", .pattern = "/v1/async/models", .fn = h_models },
 	{ .method = "GET", .pattern = "/healthz", .fn = h_healthz },
 	{ .method = "GET", .pattern = "/readyz", .fn = h_healthz },
+	{ .method = "GET", .pattern = "/metrics", .fn = h_metrics },
 };
 
 const struct http_route *

@@ -223,6 +223,52 @@ test('GET /healthz is 200 with job counts', async () => {
   assert.equal(h.jobs.failed, r.json.jobs.failed);
 });
 
+// Parses the Prometheus text format: every sample line is name{labels} value,
+// and every metric has its HELP and TYPE before its samples.
+function parseMetrics(text) {
+  const m = new Map();
+  const described = new Set();
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const c = line.match(/^# (HELP|TYPE) ([a-z_]+) (.+)$/);
+    if (c) {
+      if (c[1] === 'TYPE') assert.match(c[3], /^(gauge|counter)$/, line);
+      described.add(`${c[1]} ${c[2]}`);
+      continue;
+    }
+    const s = line.match(/^([a-z_]+)(\{[a-z_]+="[a-z_]+"\})? (\d+)$/);
+    assert.ok(s, `a sample line: ${line}`);
+    assert.ok(described.has(`HELP ${s[1]}`) && described.has(`TYPE ${s[1]}`), `${s[1]} has HELP and TYPE first`);
+    m.set(s[1] + (s[2] || ''), Number(s[3]));
+  }
+  return m;
+}
+
+test('GET /metrics: the Prometheus text format, and its figures follow the work', async () => {
+  const r0 = await request('GET', d.base + '/metrics');
+  assert.equal(r0.status, 200, r0.text);
+  assert.match(r0.headers.get('content-type') || '', /^text\/plain; version=0\.0\.4/);
+  const m0 = parseMetrics(r0.text);
+  for (const k of ['slowlane_jobs{state="queued"}', 'slowlane_jobs{state="success"}',
+    'slowlane_jobs_submitted_total', 'slowlane_calls_started_total', 'slowlane_calls_ended_total{outcome="success"}',
+    'slowlane_store_commits_total', 'slowlane_store_used_bytes', 'slowlane_store_map_bytes',
+    'slowlane_calls_in_flight'])
+    assert.ok(m0.has(k), `${k} is there`);
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push(await submitOk(d.base, '/v1/slow/chat/completions', chatBody(`metric ${i}`)));
+  for (const id of ids) assert.equal((await poll(d.base, id)).state, 'Success');
+  const m1 = parseMetrics((await request('GET', d.base + '/metrics')).text);
+  assert.equal(m1.get('slowlane_jobs_submitted_total') - m0.get('slowlane_jobs_submitted_total'), 3, 'three submits counted');
+  assert.equal(m1.get('slowlane_jobs{state="success"}') - m0.get('slowlane_jobs{state="success"}'), 3,
+    'three more jobs in Success');
+  assert.ok(m1.get('slowlane_calls_ended_total{outcome="success"}') - m0.get('slowlane_calls_ended_total{outcome="success"}') >= 3,
+    'their calls counted');
+  assert.ok(m1.get('slowlane_store_commits_total') > m0.get('slowlane_store_commits_total'), 'commits counted');
+  assert.ok(m1.get('slowlane_store_used_bytes') <= m1.get('slowlane_store_map_bytes'), 'used within the map');
+  const h = await healthz(d.base);
+  assert.equal(m1.get('slowlane_jobs{state="success"}'), h.jobs.success, '/metrics and /healthz agree');
+});
+
 test('--model restricts and lists the models; another model is 404 model_not_found', async () => {
   const m2 = await startMock();
   const d2 = await startDaemon({ upstream: m2.url, args: ['--model', 'model-a', '--model', 'model-b'] });
