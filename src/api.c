@@ -16,6 +16,7 @@
 #include "slowlane/idem.h"
 #include "slowlane/intake.h"
 #include "slowlane/common.h"
+#include "slowlane/deliver.h"
 #include "slowlane/log.h"
 #include "slowlane/util.h"
 #include "slowlane/validate.h"
@@ -320,6 +321,8 @@ h_metrics(struct http_req *r, void *ctx)
 		"state=\"success\"", "state=\"failed\"" };
 	static const char *const outcomes[] = { "outcome=\"success\"", "outcome=\"failed\"",
 		"outcome=\"retried\"", "outcome=\"stale\"", "outcome=\"abandoned\"" };
+	static const char *const deliveries[] = { "outcome=\"delivered\"",
+		"outcome=\"failed\"", "outcome=\"retried\"" };
 	static const char *const none[] = { "" };
 	struct api *a = ctx;
 	struct store_txn *t = NULL;
@@ -327,6 +330,7 @@ h_metrics(struct http_req *r, void *ctx)
 	struct store_info info = { 0 };
 	struct sched_stats ss = { 0 };
 	struct writer_stats ws = { 0 };
+	struct deliver_stats ds = { 0 };
 	struct sl_buf b;
 	uint64_t v[5];
 	char *body;
@@ -347,6 +351,8 @@ h_metrics(struct http_req *r, void *ctx)
 		sched_get_stats(a->sc, &ss);
 	if (a->wr)
 		writer_get_stats(a->wr, &ws);
+	if (a->dl)
+		deliver_get_stats(a->dl, &ds);
 	sl_buf_init(&b, METRICS_MAX);
 	v[0] = c.by_state[JOB_QUEUED];
 	v[1] = c.by_state[JOB_IN_PROGRESS];
@@ -377,6 +383,15 @@ h_metrics(struct http_req *r, void *ctx)
 	v[0] = ss.expired;
 	rc |= metric(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to live.",
 	    1, none, v);
+	v[0] = ds.in_flight;
+	rc |= metric(&b, "slowlane_webhook_deliveries_in_flight", "gauge", "Webhook deliveries "
+	    "being sent now.", 1, none, v);
+	v[0] = ds.delivered;
+	v[1] = ds.failed;
+	v[2] = ds.retried;
+	rc |= metric(&b, "slowlane_webhook_deliveries_total", "counter", "Webhook delivery "
+	    "attempts, by outcome (delivered: a 2xx; failed: given up for good; retried: "
+	    "failed, tried again later).", 3, deliveries, v);
 	v[0] = ws.commits;
 	rc |= metric(&b, "slowlane_store_commits_total", "counter", "Synced store transactions.", 1,
 	    none, v);
@@ -517,6 +532,12 @@ void
 api_set_batchrun(struct api *a, struct batchrun *br)
 {
 	a->br = br;
+}
+
+void
+api_set_deliver(struct api *a, struct deliver *dl)
+{
+	a->dl = dl;
 }
 
 uint64_t

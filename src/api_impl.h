@@ -43,6 +43,7 @@ struct api {
 	size_t n_buckets, used_buckets;
 	uint64_t caller_max_queued;      /* of the caller last authenticated */
 	struct batchrun *br;             /* the batch engine, once set */
+	struct deliver *dl;              /* webhook deliveries, once set */
 };
 
 /* Answers an OpenAI-style error. */

@@ -379,6 +379,13 @@ deliver_stop(struct deliver *d)
 }
 
 void
+deliver_get_stats(const struct deliver *d, struct deliver_stats *out)
+{
+	*out = d->stats;
+	out->in_flight = d->n_flying;
+}
+
+void
 deliver_free(struct deliver *d)
 {
 	if (!d)

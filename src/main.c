@@ -328,6 +328,8 @@ run(struct daemon *d)
 		rc = batchrun_new(d->loop, d->st, d->wr, d->sc, &bo, &d->br);
 	if (rc == 0)
 		api_set_batchrun(d->api, d->br);
+	if (rc == 0)
+		api_set_deliver(d->api, d->dl);
 	struct retain_opts ro = {
 		.data_dir = c->data_dir,
 		.retention_ms = c->retention_ms,

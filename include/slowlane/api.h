@@ -47,6 +47,9 @@ int api_new(struct store *st, struct writer *wr, struct reader *rd, struct sched
 /* Tells the API where the batch engine is (to wake it on create/cancel). */
 struct batchrun;
 void api_set_batchrun(struct api *a, struct batchrun *br);
+/* Tells the API where the webhook deliveries are (for /metrics). */
+struct deliver;
+void api_set_deliver(struct api *a, struct deliver *dl);
 /* The route table (static). */
 const struct http_route *api_routes(size_t *n);
 /* Submits answered, for the log at shutdown. */

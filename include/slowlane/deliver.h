@@ -27,6 +27,8 @@ struct deliver_opts {
 	unsigned concurrency;   /* deliveries in flight at most */
 };
 
+/* Since the start: events delivered (a 2xx), given up for good, and
+ * attempts that failed and will be retried. */
 struct deliver_stats {
 	unsigned in_flight;
 	uint64_t delivered, failed, retried;
@@ -41,6 +43,7 @@ void deliver_start(struct deliver *d);
 /* Stops sending; deliveries in flight are abandoned (they stay in the
  * outbox and go out again at the next start). */
 void deliver_stop(struct deliver *d);
+void deliver_get_stats(const struct deliver *d, struct deliver_stats *out);
 /* deliver_free(NULL) is a no-op; call after deliver_stop. */
 void deliver_free(struct deliver *d);
 

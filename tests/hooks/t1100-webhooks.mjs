@@ -286,6 +286,12 @@ test('10 requests naming a webhook: one accepted generation.completed each, afte
   const { rcv, wh } = await hookedReceiver({ failFirst: 2, perEvent: true });
   const bodies = [];
   const ids = [];
+  const deliveries = async () => {
+    const t = (await request('GET', d.base + '/metrics')).text;
+    const n = (o) => Number((t.match(new RegExp(`^slowlane_webhook_deliveries_total\\{outcome="${o}"\\} (\\d+)$`, 'm')) || [])[1]);
+    return { delivered: n('delivered'), retried: n('retried') };
+  };
+  const m0 = await deliveries();
   for (let i = 0; i < 10; i++) {
     const meta = { metadata: { custom_id: `hook-${i}`, webhook_id: wh.id } };
     const chat = i % 3 !== 2;
@@ -303,6 +309,9 @@ test('10 requests naming a webhook: one accepted generation.completed each, afte
   assert.equal(events.size, 10, `10 distinct event ids: ${rcv.summary()}`);
   assert.equal(rcv.deliveries.length, 30, `2 failures + 1 success per event: ${rcv.summary()}`);
   checkRetries(events, 2);
+  const m1 = await deliveries();
+  assert.ok(m1.delivered - m0.delivered >= 10 && m1.retried - m0.retried >= 20,
+    `/metrics counts the deliveries: ${JSON.stringify([m0, m1])}`);
 
   const seenGen = new Set();
   for (const [eid, list] of events) {
