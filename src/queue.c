@@ -320,7 +320,9 @@ queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t
 	if (old.state != JOB_IN_PROGRESS || old.attempt_id != attempt_id)
 		return SL_ESTALE;
 	j = old;
-	job_release(&j, now_ms);
+	/* Back in its place in the queue (a claim leaves not_before_ms as it
+	 * was): ahead of what was queued since. */
+	job_release(&j, old.not_before_ms < now_ms ? old.not_before_ms : now_ms);
 	if (!called) {
 		/* Claimed ahead, never called: as if it had not been claimed, so
 		 * pauses and restarts do not use up --max-attempts. */

@@ -84,7 +84,7 @@ struct claim_op {
 	size_t max;
 	uint64_t now_ms;
 	ev_tstamp sent;
-	struct attempt *got;  /* claimed, in a list through ->next */
+	struct attempt *got, *got_tail; /* claimed, in due order, through ->next */
 	size_t n;
 	uint64_t next_due_ms;
 };
@@ -464,8 +464,11 @@ claim_one(void *arg, const struct job *j, const void *body, size_t len)
 	}
 	/* Even when a copy failed the job is claimed: it goes in the list and
 	 * is released below, never forgotten. */
-	a->next = c->got;
-	c->got = a;
+	if (c->got_tail) /* appended: the oldest due is called first */
+		c->got_tail->next = a;
+	else
+		c->got = a;
+	c->got_tail = a;
 	c->n++;
 	return 0;
 }
@@ -478,6 +481,7 @@ claim_reset(struct claim_op *c)
 		attempt_free(c->got);
 		c->got = next;
 	}
+	c->got_tail = NULL;
 	c->n = 0;
 }
 
@@ -513,6 +517,8 @@ release_done(struct wr_op *op)
 	attempt_free(a);
 	s->releasing--;
 	maybe_stopped(s);
+	/* No dispatch() here: after a start that failed, the tick paces the
+	 * next try (a backend out of memory is not retried in a loop). */
 }
 
 /* Gives a claimed job back to the queue without running it. */
@@ -541,6 +547,7 @@ claim_done(struct wr_op *op)
 		claim_reset(c);
 		c->next_due_ms = sl_wall_ms() + 1000; /* try again on the tick */
 	}
+	c->got_tail = NULL;
 	while (c->got) {
 		struct attempt *a = c->got;
 		c->got = a->next;
