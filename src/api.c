@@ -378,8 +378,9 @@ h_metrics(struct http_req *r, void *ctx)
 	v[3] = ss.stale;
 	v[4] = ss.abandoned;
 	rc |= metric(&b, "slowlane_calls_ended_total", "counter", "Upstream calls ended, by what "
-	    "became of their job (stale: the job had moved on; abandoned: changed by "
-	    "slowlanectl).", 5, outcomes, v);
+	    "became of their job (stale: its answer came after the job had moved on; "
+	    "abandoned: dropped while running, the job cancelled, changed or expired).", 5,
+	    outcomes, v);
 	v[0] = ss.expired;
 	rc |= metric(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to live.",
 	    1, none, v);
@@ -389,9 +390,10 @@ h_metrics(struct http_req *r, void *ctx)
 	v[0] = ds.delivered;
 	v[1] = ds.failed;
 	v[2] = ds.retried;
-	rc |= metric(&b, "slowlane_webhook_deliveries_total", "counter", "Webhook delivery "
-	    "attempts, by outcome (delivered: a 2xx; failed: given up for good; retried: "
-	    "failed, tried again later).", 3, deliveries, v);
+	rc |= metric(&b, "slowlane_webhook_deliveries_total", "counter", "Webhook events, by "
+	    "outcome (delivered: a 2xx; failed: given up for good; retried: an attempt "
+	    "failed and is tried again later, so an event may count here more than once).", 3,
+	    deliveries, v);
 	v[0] = ws.commits;
 	rc |= metric(&b, "slowlane_store_commits_total", "counter", "Synced store transactions.", 1,
 	    none, v);

@@ -590,7 +590,7 @@ render_group(struct store_txn *t, struct poll *p)
 		rc = group_head(&p->b, &g);
 	if (rc == 0)
 		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g.members, g.size,
-		    &p->b);
+		    false, &p->b);
 	if (rc == 0)
 		rc = sl_buf_append(&p->b, "}", 1);
 	return rc;

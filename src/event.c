@@ -176,7 +176,7 @@ struct envelope {
 static int
 generation_data(struct store_txn *t, const void *what, struct sl_buf *b)
 {
-	return generation_render(t, what, b);
+	return generation_render_event(t, what, b);
 }
 
 static int
@@ -188,7 +188,7 @@ group_data(struct store_txn *t, const void *what, struct sl_buf *b)
 
 	if (!rc)
 		rc = generation_render_list(t, (const char (*)[SL_ID_LEN + 1])g->members, g->size,
-		    b);
+		    true, b);
 	return rc ? rc : sl_buf_append(b, "}", 1);
 }
 

@@ -42,24 +42,42 @@ append_time(struct sl_buf *b, const char *name, uint64_t ms)
 	return sl_buf_printf(b, ",\"%s\":\"%s\"", name, sl_fmt_iso8601(ms, ts, sizeof ts));
 }
 
-int
-generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b)
+static int
+render(struct store_txn *t, const struct job *j, bool lenient, struct sl_buf *b)
 {
 	const void *req = NULL, *resp = NULL;
 	size_t req_len = 0, resp_len = 0;
 	int rc;
 
 	rc = store_body_get(t, j->id, &req, &req_len);
-	if (rc)
+	if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT) {
+		if (!lenient)
+			return rc;
+		req = "null";
+		req_len = 4;
+	} else if (rc) {
 		return rc;
+	}
 	rc = store_result_get(t, j->id, &resp, &resp_len);
-	if (rc == SL_ENOTFOUND && j->state == JOB_SUCCESS)
+	if (rc == SL_ENOTFOUND && j->state == JOB_SUCCESS && !lenient)
 		return SL_ECORRUPT; /* a success always keeps its answer */
-	if (rc == SL_ENOTFOUND)
+	if (rc == SL_ENOTFOUND || (rc == SL_ECORRUPT && lenient))
 		resp = NULL;
 	else if (rc)
 		return rc;
 	return generation_render_parts(j, req, req_len, resp, resp_len, b);
+}
+
+int
+generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b)
+{
+	return render(t, j, false, b);
+}
+
+int
+generation_render_event(struct store_txn *t, const struct job *j, struct sl_buf *b)
+{
+	return render(t, j, true, b);
 }
 
 int
@@ -99,7 +117,7 @@ generation_render_parts(const struct job *j, const void *req, size_t req_len,
 
 int
 generation_render_list(struct store_txn *t, const char (*ids)[SL_ID_LEN + 1], size_t n,
-    struct sl_buf *b)
+    bool lenient, struct sl_buf *b)
 {
 	bool first = true;
 	int rc = sl_buf_append(b, "[", 1);
@@ -107,14 +125,14 @@ generation_render_list(struct store_txn *t, const char (*ids)[SL_ID_LEN + 1], si
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct job j;
 		rc = store_job_get(t, ids[i], &j);
-		if (rc == SL_ENOTFOUND) {
+		if (rc == SL_ENOTFOUND || (rc == SL_ECORRUPT && lenient)) {
 			rc = 0;
 			continue;
 		}
 		if (!rc && !first)
 			rc = sl_buf_append(b, ",", 1);
 		if (!rc)
-			rc = generation_render(t, &j, b);
+			rc = render(t, &j, lenient, b);
 		first = false;
 	}
 	return rc ? rc : sl_buf_append(b, "]", 1);

@@ -81,7 +81,8 @@ new_attempt_id(void)
  * missing, unreadable, or in another state): a damaged store, never the
  * result of a crash (every change of a record moves its entries in the
  * same transaction). The entry is dropped, so that one damaged job cannot
- * stall every job behind it; `slowlanectl check` reports the record. */
+ * stall every job behind it; `slowlanectl check` reports the record.
+ * ix < 0: the inflight index. */
 static int
 drop_dangling(struct store_txn *t, int ix, uint64_t ms, const char *id, int why)
 {
@@ -94,10 +95,28 @@ drop_dangling(struct store_txn *t, int ix, uint64_t ms, const char *id, int why)
 	return ix < 0 ? store_inflight_drop(t, id) : store_index_drop(t, ix, ms, id);
 }
 
-/* A claimed job whose request body is missing or fails its checksum cannot
- * be sent: it ends Failed, saying so, rather than block the queue. */
+/* An entry of a job in the right state at the wrong time (damaged too):
+ * moved to the time its record says, so the job is neither lost to the
+ * index nor run early. */
 static int
-fail_damaged(struct store_txn *t, const struct job *claimed, uint64_t now_ms, int why)
+move_stray(struct store_txn *t, enum store_index ix, uint64_t ms, uint64_t want_ms,
+    const char *id)
+{
+	int rc;
+
+	log_error("queue: job %s: its %s entry says %llu, its record %llu; moved (run "
+	    "slowlanectl check)", id, ix == STORE_READY ? "ready" : "expiry",
+	    (unsigned long long)ms, (unsigned long long)want_ms);
+	rc = store_index_drop(t, ix, ms, id);
+	return rc ? rc : store_index_put(t, ix, want_ms, id);
+}
+
+/* A claimed job whose request body is missing or fails its checksum cannot
+ * be sent: it ends Failed, saying so, rather than block the queue. `old`
+ * is its record before the claim. */
+static int
+fail_damaged(struct store_txn *t, const struct job *old, const struct job *claimed,
+    uint64_t now_ms, int why)
 {
 	struct job j = *claimed;
 	int rc;
@@ -107,7 +126,8 @@ fail_damaged(struct store_txn *t, const struct job *claimed, uint64_t now_ms, in
 	if (job_end(&j, now_ms))
 		return SL_ECORRUPT;
 	j.end = JOB_END_DAMAGED;
-	j.attempts = claimed->attempts - 1; /* no call was made */
+	j.attempts = old->attempts; /* no call was made */
+	j.dispatched_ms = old->dispatched_ms;
 	job_set_message(&j, "The stored request could not be read (the store is damaged); "
 	    "submit it again");
 	rc = store_job_put(t, claimed, &j);
@@ -135,8 +155,13 @@ queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
 		size_t len;
 
 		rc = store_job_get(t, ids[i], &old);
-		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT ||
-		    (rc == 0 && (old.state != JOB_QUEUED || old.not_before_ms != due[i]))) {
+		if (rc == 0 && old.state == JOB_QUEUED && old.not_before_ms != due[i]) {
+			rc = move_stray(t, STORE_READY, due[i], old.not_before_ms, ids[i]);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT || (rc == 0 && old.state != JOB_QUEUED)) {
 			rc = drop_dangling(t, STORE_READY, due[i], ids[i], rc);
 			if (rc)
 				return rc;
@@ -153,7 +178,7 @@ queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
 			return rc;
 		rc = store_body_get(t, j.id, &body, &len);
 		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT) {
-			rc = fail_damaged(t, &j, now_ms, rc);
+			rc = fail_damaged(t, &old, &j, now_ms, rc);
 			if (rc)
 				return rc;
 			continue;
@@ -225,8 +250,13 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 		bool was_in_progress;
 
 		rc = store_job_get(t, ids[i], &old);
-		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT ||
-		    (rc == 0 && (job_is_final(old.state) || old.expires_ms != due[i]))) {
+		if (rc == 0 && !job_is_final(old.state) && old.expires_ms != due[i]) {
+			rc = move_stray(t, STORE_EXPIRY, due[i], old.expires_ms, ids[i]);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (rc == SL_ENOTFOUND || rc == SL_ECORRUPT || (rc == 0 && job_is_final(old.state))) {
 			rc = drop_dangling(t, STORE_EXPIRY, due[i], ids[i], rc);
 			if (rc)
 				return rc;
@@ -264,13 +294,13 @@ queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
 }
 
 int
-queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
+queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n, size_t *dropped)
 {
 	char ids[SCAN_CHUNK][SL_ID_LEN + 1];
 	size_t got = 0;
 	int rc;
 
-	*n = 0;
+	*n = *dropped = 0;
 	if (max > SCAN_CHUNK)
 		max = SCAN_CHUNK;
 	rc = store_inflight_list(t, max, ids, &got);
@@ -285,7 +315,7 @@ queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n)
 			rc = drop_dangling(t, -1, 0, ids[i], rc);
 			if (rc)
 				return rc;
-			(*n)++; /* handled: the caller's loop goes on */
+			(*dropped)++;
 			continue;
 		}
 		if (rc)

@@ -218,8 +218,10 @@ release_ahead(struct sched *s)
 static void
 abandon(struct sched *s, struct alist *l, struct attempt *a)
 {
-	if (l == &s->active)
+	if (l == &s->active) {
 		s->be->ops->cancel(s->be, &a->call);
+		s->stats.abandoned++;
+	}
 	alist_remove(l, a);
 	attempt_free(a);
 }
@@ -491,10 +493,13 @@ claim_apply(struct store_txn *t, struct wr_op *op)
 	struct claim_op *c = SL_CONTAINER_OF(op, struct claim_op, op);
 	size_t claimed;
 	uint64_t lease = c->s->o.upstream_timeout_ms + 60000;
+	int rc;
 
 	claim_reset(c); /* apply may run twice (writer.h) */
-	return queue_claim(t, c->now_ms, c->max, lease, claim_one, c, &claimed,
-	    &c->next_due_ms);
+	rc = queue_claim(t, c->now_ms, c->max, lease, claim_one, c, &claimed, &c->next_due_ms);
+	/* Hard, whatever it was: with earlier claims written, a soft error
+	 * would commit them, and claim_done frees what it claimed. */
+	return writer_is_soft(rc) ? SL_ESTORE : rc;
 }
 
 static int
@@ -537,6 +542,7 @@ claim_done(struct wr_op *op)
 	struct claim_op *c = SL_CONTAINER_OF(op, struct claim_op, op);
 	struct sched *s = c->s;
 	uint64_t now;
+	bool failed;
 
 	s->claiming--;
 	s->reserved -= c->max;
@@ -566,9 +572,12 @@ claim_done(struct wr_op *op)
 		ev_timer_set(&s->due, (double)(c->next_due_ms - now) / 1000.0 + 0.001, 0.);
 		ev_timer_start(s->loop, &s->due);
 	}
+	failed = op->rc != 0;
 	free(c);
 	if (s->stopping)
 		maybe_stopped(s);
+	else if (failed)
+		launch(s); /* no new claim before the due timer: not a loop */
 	else
 		dispatch(s);
 }
@@ -649,8 +658,11 @@ expire_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct expire_op *e = SL_CONTAINER_OF(op, struct expire_op, op);
 
+	int rc;
+
 	e->n_inflight = 0;
-	return queue_expire(t, e->now_ms, EXPIRE_CHUNK, expired_one, e, &e->n, &e->next_ms);
+	rc = queue_expire(t, e->now_ms, EXPIRE_CHUNK, expired_one, e, &e->n, &e->next_ms);
+	return writer_is_soft(rc) ? SL_ESTORE : rc; /* as claim_apply */
 }
 
 static void sweep(struct sched *s);
@@ -730,7 +742,6 @@ audit_list(struct sched *s, struct store_txn *t, struct alist *l)
 		log_info("sched: abandoning the call for %s: the job was %s elsewhere", a->id,
 		    rc ? "deleted" : "changed");
 		abandon(s, l, a);
-		s->stats.abandoned++;
 	}
 }
 
@@ -813,7 +824,7 @@ int
 sched_recover(struct store *st, uint64_t now_ms, size_t *total)
 {
 	struct store_txn *t = NULL;
-	size_t n;
+	size_t n, dropped;
 	int rc;
 
 	*total = 0;
@@ -821,7 +832,7 @@ sched_recover(struct store *st, uint64_t now_ms, size_t *total)
 		rc = store_begin(st, false, &t);
 		if (rc)
 			return rc;
-		rc = queue_recover(t, now_ms, 256, &n);
+		rc = queue_recover(t, now_ms, 256, &n, &dropped);
 		if (rc) {
 			store_abort(t);
 			return rc;
@@ -830,7 +841,7 @@ sched_recover(struct store *st, uint64_t now_ms, size_t *total)
 		if (rc)
 			return rc;
 		*total += n;
-	} while (n > 0);
+	} while (n + dropped > 0);
 	return 0;
 }
 

@@ -1165,6 +1165,15 @@ store_index_drop(struct store_txn *t, enum store_index ix, uint64_t ms, const ch
 }
 
 int
+store_index_put(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id)
+{
+	unsigned char k[TIME_KEY_LEN];
+
+	store_p_time_key(k, ms, id);
+	return store_p_put_key(t, time_db[ix], k, sizeof k, "", 0);
+}
+
+int
 store_inflight_drop(struct store_txn *t, const char *id)
 {
 	MDB_val key = { SL_ID_LEN, (void *)id };

@@ -154,8 +154,8 @@ lingering(const struct writer *w)
 
 /* Errors an op reports before writing anything: they leave the transaction
  * usable. Any other error may have half-written it. */
-static int
-is_soft(int rc)
+bool
+writer_is_soft(int rc)
 {
 	return rc == SL_ENOTFOUND || rc == SL_ESTALE || rc == SL_EINVAL;
 }
@@ -255,7 +255,7 @@ again:
 		struct wr_op *op = *pp;
 		op->rc = op->apply(t, op);
 		n++;
-		if (op->rc && !is_soft(op->rc) && op->must) {
+		if (op->rc && !writer_is_soft(op->rc) && op->must) {
 			/* Acknowledged work: wait for the store to take it. */
 			store_abort(t);
 			t = NULL;
@@ -264,7 +264,7 @@ again:
 				goto again;
 			goto out;
 		}
-		if (op->rc && !is_soft(op->rc)) {
+		if (op->rc && !writer_is_soft(op->rc)) {
 			/* Unlink the op; it is reported separately. */
 			store_abort(t);
 			t = NULL;
@@ -451,7 +451,7 @@ stored_apply(struct store_txn *t, struct wr_op *op)
 	if (rc == 0)
 		rc = store_meta_put_u64(t, "journal_seq", so->last_seq);
 	/* A soft error would let the batch commit without these: never. */
-	return is_soft(rc) ? SL_ESTORE : rc;
+	return writer_is_soft(rc) ? SL_ESTORE : rc;
 }
 
 /* Writer thread, the moment the commit returned: the submits are in the

@@ -8,6 +8,8 @@
 #ifndef SLOWLANE_GENERATION_H
 #define SLOWLANE_GENERATION_H
 
+#include <stdbool.h>
+
 #include "slowlane/job.h"
 #include "slowlane/store.h"
 #include "slowlane/util.h"
@@ -21,10 +23,17 @@ int generation_render(struct store_txn *t, const struct job *j, struct sl_buf *b
 int generation_render_parts(const struct job *j, const void *req, size_t req_len,
     const void *resp, size_t resp_len, struct sl_buf *b);
 
+/* The same for a webhook event, which must go out for a job that ended
+ * even in a damaged store: a request body or result that is missing or
+ * fails its checksum renders as null. Returns 0, SL_ETOOBIG, -ENOMEM or a
+ * store error. */
+int generation_render_event(struct store_txn *t, const struct job *j, struct sl_buf *b);
+
 /* Appends a JSON array of the generations of jobs ids[0..n), in order,
- * leaving out jobs that no longer exist (purged by retention). */
+ * leaving out jobs that no longer exist (purged by retention); `lenient`
+ * as generation_render_event (a damaged member record is left out too). */
 int generation_render_list(struct store_txn *t, const char (*ids)[SL_ID_LEN + 1], size_t n,
-    struct sl_buf *b);
+    bool lenient, struct sl_buf *b);
 
 /* Appends `s` as a JSON string (escaped), or null if `s` is NULL or not
  * valid UTF-8. */

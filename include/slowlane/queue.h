@@ -35,10 +35,11 @@ typedef int (*queue_claim_fn)(void *arg, const struct job *j, const void *body, 
  * *next_due_ms the due time of the next Queued job (UINT64_MAX if none).
  * A damaged store does not stall the queue: a ready entry that its record
  * does not imply (no record, one failing its checksum, one in another
- * state) is dropped, and a job whose request body is missing or fails its
- * checksum ends Failed (JOB_END_DAMAGED, attempts unchanged), each logged
- * with "run slowlanectl check". Returns 0, the callback's error or a store
- * error. */
+ * state) is dropped, one of a Queued job at another time is moved to the
+ * record's, and a job whose request body is missing or fails its checksum
+ * ends Failed (JOB_END_DAMAGED, attempts unchanged), each logged with "run
+ * slowlanectl check". Returns 0, the callback's error or a store error
+ * (soft ones too, after writing: the caller makes them hard). */
 int queue_claim(struct store_txn *t, uint64_t now_ms, size_t max, uint64_t lease_ms,
     queue_claim_fn cb, void *arg, size_t *claimed, uint64_t *next_due_ms);
 
@@ -63,22 +64,25 @@ int queue_complete(struct store_txn *t, const char *id, uint64_t attempt_id, uin
 /* Ends every unfinished job whose expiry is due (up to `max`), Failed with
  * an "expired" message. For each, `cb` (may be NULL) learns the id and
  * whether it was In Progress. *n gets the count, *next_ms the next expiry.
- * An expiry entry its record does not imply is dropped, as in queue_claim. */
+ * An expiry entry its record does not imply is dropped or moved, as in
+ * queue_claim. */
 int queue_expire(struct store_txn *t, uint64_t now_ms, size_t max,
     void (*cb)(void *arg, const char *id, bool was_in_progress), void *arg,
     size_t *n, uint64_t *next_ms);
 
 /* Puts up to `max` In Progress jobs back to Queued (crash recovery at
  * startup: O(in flight), never a scan of all jobs). *n gets the count of
- * inflight entries handled: jobs put back, and entries dropped because no
- * In Progress record implies them (as in queue_claim); call again until it
- * is 0. */
-int queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n);
+ * jobs put back, *dropped that of inflight entries no In Progress record
+ * implies (dropped, as in queue_claim); call again until both are 0. */
+int queue_recover(struct store_txn *t, uint64_t now_ms, size_t max, size_t *n,
+    size_t *dropped);
 
 /* Puts job `id` back to Queued if it is still on attempt `attempt_id`:
  * a shutdown or a pause gives back what it claimed. `called`: its call had
  * started (a shutdown's grace ran out), so the attempt counts and goes in
  * its history; otherwise the claim is undone, the attempt not counted.
+ * Either way the job keeps its place in the queue (its not_before_ms, if
+ * earlier than now): ahead of what was queued since.
  * Returns 0, SL_ESTALE (the job moved on), SL_ENOTFOUND or a store error. */
 int queue_release(struct store_txn *t, const char *id, uint64_t attempt_id, uint64_t now_ms,
     bool called);

@@ -30,7 +30,8 @@ struct sched_opts {
 struct sched_stats {
 	unsigned in_flight;
 	uint64_t started, succeeded, failed, retried, expired, stale;
-	uint64_t abandoned; /* calls dropped: their job was changed elsewhere */
+	uint64_t abandoned; /* calls dropped while running: their job was
+	                     * cancelled or changed elsewhere, or expired */
 };
 
 struct sched;

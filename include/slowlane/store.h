@@ -223,6 +223,9 @@ int store_scan_jobs(struct store_txn *t, store_job_fn cb, void *arg);
  * or a store error. */
 int store_index_drop(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id);
 int store_inflight_drop(struct store_txn *t, const char *id);
+/* Puts the entry (ms, id) of time index `ix` back, for a record that
+ * implies it. Returns 0 or a store error. */
+int store_index_put(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id);
 
 struct store_info {
 	uint64_t map_size;   /* bytes reserved */

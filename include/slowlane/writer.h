@@ -103,6 +103,10 @@ void writer_submit(struct writer *w, struct wr_op *op);
 unsigned writer_pending(const struct writer *w);
 /* Reads counters (approximate; any thread). */
 void writer_get_stats(const struct writer *w, struct writer_stats *out);
+/* Whether `rc` is one of the soft errors of wr_op.apply (the batch commits
+ * with the op's writes, if any). An apply that may fail after writing
+ * turns them into a hard error (SL_ESTORE). */
+bool writer_is_soft(int rc);
 /* Applies what is queued, runs the last `done`s, stops the thread and frees
  * the writer (loop thread; the loop need not be running). */
 void writer_stop(struct writer *w);

@@ -829,8 +829,7 @@ case_pause(void)
 		int in_order = x.fk.n == 11;
 		for (int i = 4; in_order && i < x.fk.n; i++)
 			in_order = strcmp(x.fk.calls[i - 1]->job, x.fk.calls[i]->job) < 0;
-		ok(in_order, "the released jobs kept their places: called in due order after "
-		    "the resume");
+		ok(in_order, "after the resume, the released jobs are called in due order");
 	}
 	ok(x.fk.max_inflight <= 2, "never more than 2 calls in flight (%d)", x.fk.max_inflight);
 out:

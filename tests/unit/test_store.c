@@ -14,6 +14,9 @@
 #include "../tap.h"
 #include "slowlane/common.h"
 #include "slowlane/idem.h"
+#include "slowlane/webhook.h"
+#include "slowlane/group.h"
+#include "slowlane/event.h"
 #include "slowlane/queue.h"
 #include "slowlane/util.h"
 #include "slowlane/store.h"
@@ -270,17 +273,18 @@ tail_pages_freed(void)
 
 /* Damage behind the store's back, straight to LMDB (no store open): P's
  * record deleted (its index entries left), Q's record made to fail its
- * checksum, R's body deleted, and an inflight entry for a job that does
- * not exist. */
+ * checksum, R's body deleted, U's ready entry moved to another time, and
+ * an inflight entry for a job that does not exist. */
 static void
 damage(const char *path)
 {
 	MDB_env *env;
 	MDB_txn *txn;
-	MDB_dbi jobs, bodies, infl;
-	MDB_val k = { SL_ID_LEN, "PPPPPPPPPPPPPPPPPPPPP" }, v;
+	MDB_dbi jobs, bodies, infl, ready;
+	MDB_val k = { SL_ID_LEN, "PPPPPPPPPPPPPPPPPPPPP" }, v, e = { 0, "" };
 	MDB_val z = { SL_ID_LEN, "ZZZZZZZZZZZZZZZZZZZZZ" }, zv = { 16, "0123456789abcdef" };
-	unsigned char copy[512];
+	unsigned char copy[512], tk[8 + SL_ID_LEN];
+	MDB_val tkey = { sizeof tk, tk };
 
 	mdb_env_create(&env);
 	mdb_env_set_maxdbs(env, 32);
@@ -289,6 +293,7 @@ damage(const char *path)
 	mdb_dbi_open(txn, "jobs", 0, &jobs);
 	mdb_dbi_open(txn, "bodies", 0, &bodies);
 	mdb_dbi_open(txn, "inflight", 0, &infl);
+	mdb_dbi_open(txn, "ready", 0, &ready);
 	mdb_del(txn, jobs, &k, NULL);
 	k.mv_data = "QQQQQQQQQQQQQQQQQQQQQ";
 	if (mdb_get(txn, jobs, &k, &v) == 0 && v.mv_size <= sizeof copy) {
@@ -299,25 +304,73 @@ damage(const char *path)
 	}
 	k.mv_data = "RRRRRRRRRRRRRRRRRRRRR";
 	mdb_del(txn, bodies, &k, NULL);
+	sl_put_be64(tk, 1000);
+	memcpy(tk + 8, "UUUUUUUUUUUUUUUUUUUUU", SL_ID_LEN);
+	mdb_del(txn, ready, &tkey, NULL);
+	sl_put_be64(tk, 500);
+	mdb_put(txn, ready, &tkey, &e, 0);
 	mdb_put(txn, infl, &z, &zv, 0);
 	mdb_txn_commit(txn);
 	mdb_env_close(env);
 }
 
+struct outbox_seen {
+	int n, generation_r, group;
+	bool r_request_null, group_has_r;
+};
+
+static int
+outbox_cb(void *arg, const struct event *e)
+{
+	struct outbox_seen *o = arg;
+	const char *p = e->payload;
+
+	o->n++;
+	if (strstr(p, "\"event\":\"generation.completed\"") &&
+	    strstr(p, "\"generation_id\":\"RRRRRRRRRRRRRRRRRRRRR\"")) {
+		o->generation_r++;
+		o->r_request_null = strstr(p, "\"request\":null") && strstr(p, "\"state\":\"Failed\"");
+	}
+	if (strstr(p, "\"event\":\"slow-group.completed\"")) {
+		o->group++;
+		o->group_has_r = strstr(p, "RRRRRRRRRRRRRRRRRRRRR") != NULL;
+	}
+	return 0;
+}
+
+static struct outbox_seen
+outbox_now(void)
+{
+	struct outbox_seen o = { 0 };
+	struct store_txn *t;
+	uint64_t next;
+
+	store_begin(st, true, &t);
+	event_due(t, UINT64_MAX, 100, outbox_cb, &o, &next);
+	store_abort(t);
+	return o;
+}
+
 /* A damaged store does not stall the queue (queue.h): entries that no
- * record implies are dropped by the claim, the recovery and the expiry,
- * and a job whose body is gone ends Failed, saying so. */
+ * record implies are dropped by the claim, the recovery and the expiry; an
+ * entry at the wrong time is moved; a job whose body is gone ends Failed,
+ * saying so, and its webhook event and group still go out. */
 static void
 damaged_store(void)
 {
 	static const char *const ids[] = { "PPPPPPPPPPPPPPPPPPPPP", "QQQQQQQQQQQQQQQQQQQQQ",
-		"RRRRRRRRRRRRRRRRRRRRR", "SSSSSSSSSSSSSSSSSSSSS", "TTTTTTTTTTTTTTTTTTTTT" };
+		"RRRRRRRRRRRRRRRRRRRRR", "SSSSSSSSSSSSSSSSSSSSS", "TTTTTTTTTTTTTTTTTTTTT",
+		"UUUUUUUUUUUUUUUUUUUUU" };
+	static const char G[] = "GGGGGGGGGGGGGGGGGGGGG";
 	struct store_opts so = { .map_size = 16 << 20, .create = true };
 	struct store_check_result res;
 	struct claimed c = { 0 };
+	struct outbox_seen ob;
+	struct webhook w;
+	struct group g = { .kind = JOB_CHAT, .size = 2, .remaining = 2, .created_ms = 1000 };
 	struct store_txn *t;
 	struct job j, r;
-	size_t n = 0;
+	size_t n = 0, dropped = 0;
 	uint64_t next;
 	int rc;
 
@@ -327,9 +380,21 @@ damaged_store(void)
 		ok(0, "store for the damage tests");
 		return;
 	}
+	/* R names a webhook, and R and S make a group that names it too. */
+	webhook_init(&w, "", "https://example.com/h", "", 1);
+	memcpy(g.id, G, sizeof G);
+	memcpy(g.webhook, w.id, sizeof g.webhook);
+	memcpy(g.members[0], ids[2], SL_ID_LEN + 1);
+	memcpy(g.members[1], ids[3], SL_ID_LEN + 1);
 	t = wtxn();
+	webhook_put(t, &w);
+	group_put(t, &g);
 	for (size_t i = 0; i < SL_ARRAY_LEN(ids); i++) {
 		j = new_job(ids[i], 1000);
+		if (i == 2)
+			memcpy(j.webhook, w.id, sizeof j.webhook);
+		if (i == 2 || i == 3)
+			memcpy(j.group, G, sizeof G);
 		queue_insert(t, &j, "{}", 2);
 	}
 	store_commit(t);
@@ -342,34 +407,89 @@ damaged_store(void)
 	store_commit(t);
 	ok(rc == 0 && n == 2 && c.n == 2 && strcmp(c.jobs[0].id, ids[3]) == 0 &&
 	    strcmp(c.jobs[1].id, ids[4]) == 0,
-	    "claim: past a ready entry without a record and one failing its checksum, "
-	    "the two sound jobs are claimed (rc %d, %zu)", rc, n);
-	is_int(n_ready(UINT64_MAX), 0, "the dangling ready entries are gone");
+	    "claim: past a ready entry without a record, one failing its checksum and one "
+	    "at the wrong time, the two sound jobs are claimed (rc %d, %zu)", rc, n);
+	is_int(n_ready(UINT64_MAX), 1, "the dangling ready entries are gone; U's is moved");
+	is_int(n_ready(999), 0, "to the time its record says");
 	r = get(ids[2]);
 	ok(r.state == JOB_FAILED && r.end == JOB_END_DAMAGED && r.attempts == 0 &&
-	    strstr(r.message, "could not be read"),
-	    "a job whose body is gone ends Failed, no attempt counted (%s: %s)",
+	    r.dispatched_ms == 0 && strstr(r.message, "could not be read"),
+	    "a job whose body is gone ends Failed, no attempt counted, never dispatched (%s: %s)",
 	    job_state_name(r.state), r.message);
+	ob = outbox_now();
+	ok(ob.generation_r == 1 && ob.r_request_null,
+	    "its webhook event is queued, with request null (%d events)", ob.n);
+	rc = queue_claim(t = wtxn(), 2000, 16, 60000, on_claim, &c, &n, &next);
+	store_commit(t);
+	ok(rc == 0 && n == 1 && strcmp(c.jobs[2].id, ids[5]) == 0,
+	    "the next claim takes U from its moved entry");
 
 	t = wtxn();
-	rc = queue_recover(t, 3000, 256, &n);
+	rc = queue_recover(t, 3000, 256, &n, &dropped);
 	store_commit(t);
-	ok(rc == 0 && n == 3, "recovery handles the two jobs and the dangling entry (%zu)", n);
+	ok(rc == 0 && n == 3 && dropped == 1,
+	    "recovery puts the three jobs back and drops the dangling entry (%zu, %zu)", n,
+	    dropped);
 	is_int(n_inflight(), 0, "nothing left in inflight");
-	ok(get(ids[3]).state == JOB_QUEUED && get(ids[4]).state == JOB_QUEUED,
-	    "the two sound jobs are Queued again");
+	ok(get(ids[3]).state == JOB_QUEUED && get(ids[4]).state == JOB_QUEUED &&
+	    get(ids[5]).state == JOB_QUEUED, "the sound jobs are Queued again");
 
 	t = wtxn();
 	rc = queue_expire(t, 20000, 256, NULL, NULL, &n, &next);
 	store_commit(t);
-	ok(rc == 0 && n == 2, "expiry ends the two sound jobs, past the damaged ones (%zu)", n);
+	ok(rc == 0 && n == 3, "expiry ends the three sound jobs, past the damaged ones (%zu)", n);
 	is_int(n_expiry(UINT64_MAX), 0, "the dangling expiry entries are gone");
+	ob = outbox_now();
+	ok(ob.group == 1 && ob.group_has_r,
+	    "the group completes, its event listing the damaged member too (%d events)", ob.n);
 
 	store_begin(st, true, &t);
 	rc = store_check(t, false, NULL, NULL, &res);
 	store_abort(t);
 	ok(rc == 0 && res.problems >= 2, "check still reports what was damaged (%llu problems)",
 	    (unsigned long long)res.problems);
+	store_close(st);
+	st = NULL;
+	tap_rmrf(dir);
+}
+
+/* A job given back uncalled (a pause) keeps its place: a claim of one
+ * afterwards takes it, not a job queued after it. */
+static void
+release_keeps_place(void)
+{
+	struct store_opts so = { .map_size = 16 << 20, .create = true };
+	struct claimed c = { 0 };
+	struct store_txn *t;
+	struct job j;
+	size_t n = 0;
+	uint64_t next;
+	int rc;
+
+	snprintf(dir, sizeof dir, "%s/slowlane-test-release-XXXXXX",
+	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (!mkdtemp(dir) || store_open(dir, &so, &st) != 0) {
+		ok(0, "store for the release test");
+		return;
+	}
+	t = wtxn();
+	j = new_job("AAAAAAAAAAAAAAAAAAAAA", 1000);
+	queue_insert(t, &j, "{}", 2);
+	store_commit(t);
+	t = wtxn();
+	queue_claim(t, 2000, 1, 60000, on_claim, &c, &n, &next);
+	store_commit(t);
+	t = wtxn();
+	j = new_job("BBBBBBBBBBBBBBBBBBBBB", 3000); /* queued while A was claimed */
+	queue_insert(t, &j, "{}", 2);
+	rc = queue_release(t, "AAAAAAAAAAAAAAAAAAAAA", c.jobs[0].attempt_id, 5000, false);
+	store_commit(t);
+	t = wtxn();
+	queue_claim(t, 6000, 1, 60000, on_claim, &c, &n, &next);
+	store_commit(t);
+	ok(rc == 0 && n == 1 && strcmp(c.jobs[1].id, "AAAAAAAAAAAAAAAAAAAAA") == 0 &&
+	    get("AAAAAAAAAAAAAAAAAAAAA").attempts == 1,
+	    "released uncalled, A is claimed again before B, queued after it");
 	store_close(st);
 	st = NULL;
 	tap_rmrf(dir);
@@ -462,7 +582,7 @@ main(void)
 	struct claimed c = { 0 };
 	struct store_counts counts;
 	struct job j;
-	size_t n;
+	size_t n, dropped;
 	uint64_t next;
 	const char *A = "AAAAAAAAAAAAAAAAAAAAA", *B = "BBBBBBBBBBBBBBBBBBBBB",
 		   *C = "CCCCCCCCCCCCCCCCCCCCC";
@@ -541,7 +661,8 @@ main(void)
 	store_commit(t);
 	is_int(n_inflight(), 1, "C in flight before the crash");
 	t = wtxn();
-	ok(queue_recover(t, 4500, 256, &n) == 0 && n == 1, "recovery puts one job back");
+	ok(queue_recover(t, 4500, 256, &n, &dropped) == 0 && n == 1 && dropped == 0,
+	    "recovery puts one job back");
 	store_commit(t);
 	is_int(n_inflight(), 0, "inflight empty after recovery");
 	is_int(get(C).state, JOB_QUEUED, "C is Queued again");
@@ -700,5 +821,6 @@ main(void)
 	tail_pages_freed();
 	idem_records();
 	damaged_store();
+	release_keeps_place();
 	return tap_done();
 }
