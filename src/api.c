@@ -267,23 +267,36 @@ api_query_limit(struct http_req *r, const char *value, size_t max, size_t *out)
 	return true;
 }
 
+/* Reads the per-state counts (and, with `info`, the map's use) for
+ * /healthz and /metrics; false after answering 503 if the store cannot be
+ * read. */
+static bool
+read_figures(struct api *a, struct http_req *r, struct store_counts *c,
+    struct store_info *info)
+{
+	struct store_txn *t = NULL;
+	int rc = store_begin(a->st, true, &t);
+
+	if (rc == 0)
+		rc = store_counts_get(t, c);
+	if (rc == 0 && info)
+		rc = store_get_info(a->st, t, info);
+	store_abort(t);
+	if (rc)
+		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
+		    "The store cannot be read.");
+	return rc == 0;
+}
+
 static void
 h_healthz(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
-	struct store_txn *t = NULL;
 	struct store_counts c;
 	struct sched_stats ss = { 0 };
-	int rc = store_begin(a->st, true, &t);
 
-	if (rc == 0)
-		rc = store_counts_get(t, &c);
-	store_abort(t);
-	if (rc) {
-		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
-		    "The store cannot be read.");
+	if (!read_figures(a, r, &c, NULL))
 		return;
-	}
 	/* In Progress counts jobs claimed ahead too; calls_in_flight is what
 	 * the upstream sees (at most --concurrency). */
 	if (a->sc)
@@ -325,7 +338,6 @@ h_metrics(struct http_req *r, void *ctx)
 		"outcome=\"failed\"", "outcome=\"retried\"" };
 	static const char *const none[] = { "" };
 	struct api *a = ctx;
-	struct store_txn *t = NULL;
 	struct store_counts c;
 	struct store_info info = { 0 };
 	struct sched_stats ss = { 0 };
@@ -335,18 +347,10 @@ h_metrics(struct http_req *r, void *ctx)
 	uint64_t v[5];
 	char *body;
 	size_t len;
-	int rc = store_begin(a->st, true, &t);
+	int rc = 0;
 
-	if (rc == 0)
-		rc = store_counts_get(t, &c);
-	if (rc == 0)
-		rc = store_get_info(a->st, t, &info);
-	store_abort(t);
-	if (rc) {
-		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
-		    "The store cannot be read.");
+	if (!read_figures(a, r, &c, &info))
 		return;
-	}
 	if (a->sc)
 		sched_get_stats(a->sc, &ss);
 	if (a->wr)
