@@ -1072,6 +1072,19 @@ store_job_delete(struct store_txn *t, const struct job *j)
 }
 
 /* Walks a time-keyed index from the start, collecting ids due by upto_ms. */
+/* A key of the wrong length in an index (a damaged page: we never write
+ * one) is skipped by the scans, so it cannot stall the queue or the start;
+ * `slowlanectl check --repair` deletes it. Said once per index. */
+static void
+skip_bad_key(int db)
+{
+	static _Atomic bool said[DB_COUNT];
+
+	if (!atomic_exchange(&said[db], true))
+		log_error("store: the %s index holds a damaged key; skipped (run slowlanectl "
+		    "check --repair)", store_p_db_names[db]);
+}
+
 static int
 time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
     char (*ids)[SL_ID_LEN + 1], uint64_t *ms, size_t *n, uint64_t *next_due_ms)
@@ -1089,8 +1102,8 @@ time_index_due(struct store_txn *t, int db, uint64_t upto_ms, size_t max,
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		uint64_t due;
 		if (k.mv_size != TIME_KEY_LEN) {
-			rc = SL_ECORRUPT;
-			break;
+			skip_bad_key(db);
+			continue;
 		}
 		due = sl_get_be64(k.mv_data);
 		if (due > upto_ms || *n >= max) {
@@ -1137,8 +1150,8 @@ store_inflight_list(struct store_txn *t, size_t max, char (*ids)[SL_ID_LEN + 1],
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max;
 	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		if (k.mv_size != SL_ID_LEN) {
-			rc = SL_ECORRUPT;
-			break;
+			skip_bad_key(DB_INFLIGHT);
+			continue;
 		}
 		memcpy(ids[*n], k.mv_data, SL_ID_LEN);
 		ids[*n][SL_ID_LEN] = '\0';
@@ -1209,8 +1222,9 @@ store_scan_time(struct store_txn *t, enum store_index ix, uint64_t from_ms, bool
 	while (rc == 0) {
 		char id[SL_ID_LEN + 1];
 		if (k.mv_size != TIME_KEY_LEN) {
-			rc = SL_ECORRUPT;
-			break;
+			skip_bad_key(time_db[ix]);
+			rc = mdb_cursor_get(cur, &k, &v, reverse ? MDB_PREV : MDB_NEXT);
+			continue;
 		}
 		memcpy(id, (char *)k.mv_data + 8, SL_ID_LEN);
 		id[SL_ID_LEN] = '\0';

@@ -273,8 +273,9 @@ tail_pages_freed(void)
 
 /* Damage behind the store's back, straight to LMDB (no store open): P's
  * record deleted (its index entries left), Q's record made to fail its
- * checksum, R's body deleted, U's ready entry moved to another time, and
- * an inflight entry for a job that does not exist. */
+ * checksum, R's body deleted, U's ready entry moved to another time, an
+ * inflight entry for a job that does not exist, and keys of the wrong
+ * length in ready and inflight. */
 static void
 damage(const char *path)
 {
@@ -310,6 +311,12 @@ damage(const char *path)
 	sl_put_be64(tk, 500);
 	mdb_put(txn, ready, &tkey, &e, 0);
 	mdb_put(txn, infl, &z, &zv, 0);
+	/* keys of no index's length, sorting first */
+	{
+		MDB_val bad = { 5, "\0\0\0\0\1" };
+		mdb_put(txn, ready, &bad, &e, 0);
+		mdb_put(txn, infl, &bad, &zv, 0);
+	}
 	mdb_txn_commit(txn);
 	mdb_env_close(env);
 }
@@ -407,8 +414,9 @@ damaged_store(void)
 	store_commit(t);
 	ok(rc == 0 && n == 2 && c.n == 2 && strcmp(c.jobs[0].id, ids[3]) == 0 &&
 	    strcmp(c.jobs[1].id, ids[4]) == 0,
-	    "claim: past a ready entry without a record, one failing its checksum and one "
-	    "at the wrong time, the two sound jobs are claimed (rc %d, %zu)", rc, n);
+	    "claim: past a damaged key, a ready entry without a record, one failing its "
+	    "checksum and one at the wrong time, the two sound jobs are claimed (rc %d, %zu)",
+	    rc, n);
 	is_int(n_ready(UINT64_MAX), 1, "the dangling ready entries are gone; U's is moved");
 	is_int(n_ready(999), 0, "to the time its record says");
 	r = get(ids[2]);
