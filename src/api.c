@@ -267,12 +267,13 @@ api_query_limit(struct http_req *r, const char *value, size_t max, size_t *out)
 	return true;
 }
 
-/* Reads the per-state counts (and, with `info`, the map's use) for
- * /healthz and /metrics; false after answering 503 if the store cannot be
- * read. */
+/* Reads the per-state counts (and, where not NULL, the map's use, the
+ * webhook events waiting in the outbox and the batches being worked on)
+ * for /healthz and /metrics; false after answering 503 if the store cannot
+ * be read. */
 static bool
 read_figures(struct api *a, struct http_req *r, struct store_counts *c,
-    struct store_info *info)
+    struct store_info *info, uint64_t *outbox, uint64_t *batches)
 {
 	struct store_txn *t = NULL;
 	int rc = store_begin(a->st, true, &t);
@@ -281,6 +282,10 @@ read_figures(struct api *a, struct http_req *r, struct store_counts *c,
 		rc = store_counts_get(t, c);
 	if (rc == 0 && info)
 		rc = store_get_info(a->st, t, info);
+	if (rc == 0 && outbox)
+		rc = store_table_count(t, STORE_T_OUTBOX, outbox);
+	if (rc == 0 && batches)
+		rc = store_table_count(t, STORE_T_BATCH_ACTIVE, batches);
 	store_abort(t);
 	if (rc)
 		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
@@ -295,7 +300,7 @@ h_healthz(struct http_req *r, void *ctx)
 	struct store_counts c;
 	struct sched_stats ss = { 0 };
 
-	if (!read_figures(a, r, &c, NULL))
+	if (!read_figures(a, r, &c, NULL, NULL, NULL))
 		return;
 	/* In Progress counts jobs claimed ahead too; calls_in_flight is what
 	 * the upstream sees (at most --concurrency). */
@@ -343,13 +348,14 @@ h_metrics(struct http_req *r, void *ctx)
 	struct sched_stats ss = { 0 };
 	struct writer_stats ws = { 0 };
 	struct deliver_stats ds = { 0 };
+	uint64_t outbox = 0, batches = 0;
 	struct sl_buf b;
 	uint64_t v[5];
 	char *body;
 	size_t len;
 	int rc = 0;
 
-	if (!read_figures(a, r, &c, &info))
+	if (!read_figures(a, r, &c, &info, &outbox, &batches))
 		return;
 	if (a->sc)
 		sched_get_stats(a->sc, &ss);
@@ -388,6 +394,12 @@ h_metrics(struct http_req *r, void *ctx)
 	v[0] = ss.expired;
 	rc |= metric(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to live.",
 	    1, none, v);
+	v[0] = batches;
+	rc |= metric(&b, "slowlane_batches_active", "gauge", "Batches the batch engine has "
+	    "work for (validating, in progress, finalizing or cancelling).", 1, none, v);
+	v[0] = outbox;
+	rc |= metric(&b, "slowlane_webhook_outbox", "gauge", "Webhook events stored and not "
+	    "yet delivered or given up (due now or waiting for a retry).", 1, none, v);
 	v[0] = ds.in_flight;
 	rc |= metric(&b, "slowlane_webhook_deliveries_in_flight", "gauge", "Webhook deliveries "
 	    "being sent now.", 1, none, v);

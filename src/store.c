@@ -1398,6 +1398,16 @@ store_table_del(struct store_txn *t, enum store_table tb, const void *key, size_
 }
 
 int
+store_table_count(struct store_txn *t, enum store_table tb, uint64_t *out)
+{
+	MDB_stat ms;
+	int rc = mdb_stat(t->txn, t->st->dbi[table_db[tb]], &ms);
+
+	*out = rc ? 0 : ms.ms_entries;
+	return store_p_map_rc(rc, "stat");
+}
+
+int
 store_table_scan(struct store_txn *t, enum store_table tb, const void *from, size_t flen,
     store_table_fn cb, void *arg)
 {

@@ -186,6 +186,8 @@ int store_table_put(struct store_txn *t, enum store_table tb, const void *key, s
 int store_table_get(struct store_txn *t, enum store_table tb, const void *key, size_t klen,
     const void **data, size_t *len);
 int store_table_del(struct store_txn *t, enum store_table tb, const void *key, size_t klen);
+/* Entries in a table, from LMDB's own count (no walk). */
+int store_table_count(struct store_txn *t, enum store_table tb, uint64_t *out);
 /* Walks a table in key order from the first key >= `from` (all if flen is
  * 0). `data` is NULL for a record that failed its CRC. Return non-zero from
  * cb to stop; the scan then returns it. */

@@ -338,6 +338,10 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
   }
   assert.equal(b.status, 'in_progress');
   assert.ok(b.request_counts.completed < 10, `most lines still queued: ${JSON.stringify(b.request_counts)}`);
+  const activeBatches = async () => Number(((await request('GET', slow.base + '/metrics')).text
+    .match(/^slowlane_batches_active (\d+)$/m) || [])[1]);
+  const activeDuring = await activeBatches();
+  assert.ok(activeDuring >= 1, `/metrics counts the batch in progress (${activeDuring})`);
   // The input of a batch that has not ended cannot be deleted (a restart re-reads it).
   await assert.rejects(c.files.delete(f.id), (e) => e.status === 409 && e.code === 'file_in_use' &&
     e.message.includes(created.id));
@@ -349,6 +353,7 @@ test('SDK: batches.cancel on a slow batch ends cancelled with partial output', a
 
   b = await sdkWait(c, created.id, ['cancelled', 'completed', 'failed', 'expired'], 20000);
   assert.equal(b.status, 'cancelled', JSON.stringify(b));
+  assert.equal(await activeBatches(), activeDuring - 1, 'and no longer once it has ended');
   assert.deepEqual(await c.files.delete(f.id), { id: f.id, object: 'file', deleted: true },
     'once the batch has ended, its input can go');
   assertTimes(b, ['in_progress_at', 'cancelling_at', 'cancelled_at']);

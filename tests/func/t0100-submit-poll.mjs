@@ -265,6 +265,8 @@ test('GET /metrics: the Prometheus text format, and its figures follow the work'
     'their calls counted');
   assert.ok(m1.get('slowlane_store_commits_total') > m0.get('slowlane_store_commits_total'), 'commits counted');
   assert.ok(m1.get('slowlane_store_used_bytes') <= m1.get('slowlane_store_map_bytes'), 'used within the map');
+  assert.equal(m1.get('slowlane_webhook_outbox'), 0, 'no webhook events here');
+  assert.equal(m1.get('slowlane_batches_active'), 0, 'no batches here');
   const h = await healthz(d.base);
   assert.equal(m1.get('slowlane_jobs{state="success"}'), h.jobs.success, '/metrics and /healthz agree');
 });
