@@ -377,6 +377,9 @@ store_close(struct store *st)
  */
 #define FREE_MEASURE_MS 10
 #define RESERVE_PAGES 64
+/* Pages above the reserve that make the pending ones not worth an extra
+ * commit (measure_free_if_high): room for a few submits and outcomes. */
+#define FREE_SLACK_PAGES 16
 
 struct map_use {
 	uint64_t pages, hwm, psize;
@@ -506,7 +509,12 @@ measure_free_if_high(struct store *st, bool now)
 	    (!now && sl_mono_ms() - atomic_load(&st->free_measured_ms) < FREE_MEASURE_MS))
 		return;
 	count_free(st, &usable, &pending);
-	if (fits(&u, u.hwm - (usable < u.hwm ? usable : u.hwm), 0) ||
+	/* The room must be there for a submit and its outcome (a page or
+	 * two, has_room), not just above the reserve: with exactly that and
+	 * the rest pending, no commit came to free the rest and every submit
+	 * was refused until a restart (t2400, once in CI: 82 jobs, a purge by
+	 * slowlanectl, then 507 for good). */
+	if (fits(&u, u.hwm - (usable < u.hwm ? usable : u.hwm), FREE_SLACK_PAGES) ||
 	    !fits(&u, u.hwm - (usable + pending < u.hwm ? usable + pending : u.hwm), 0))
 		return;
 	sl_put_be64(buf, sl_wall_ms());
@@ -660,7 +668,7 @@ store_settle(struct store *st)
 	 * high-water mark never falls) from paying a freelist count after
 	 * every batch. */
 	if (map_use(st, &u) == 0 &&
-	    fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), 0))
+	    fits(&u, u.hwm - (free_pages < u.hwm ? free_pages : u.hwm), FREE_SLACK_PAGES))
 		return;
 	measure_free_if_high(st, true);
 }
