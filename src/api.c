@@ -267,25 +267,31 @@ api_query_limit(struct http_req *r, const char *value, size_t max, size_t *out)
 	return true;
 }
 
-/* Reads the per-state counts (and, where not NULL, the map's use, the
- * webhook events waiting in the outbox and the batches being worked on)
- * for /healthz and /metrics; false after answering 503 if the store cannot
- * be read. */
+/* What /healthz and /metrics read from the store, in one read
+ * transaction. */
+struct figures {
+	struct store_counts c;
+	struct store_info info;     /* the map's use */
+	uint64_t outbox, batches;   /* webhook events not yet sent; batches worked on */
+};
+
+/* Reads the per-state counts, and with `all` the rest of `f`; false after
+ * answering 503 if the store cannot be read. */
 static bool
-read_figures(struct api *a, struct http_req *r, struct store_counts *c,
-    struct store_info *info, uint64_t *outbox, uint64_t *batches)
+read_figures(struct api *a, struct http_req *r, bool all, struct figures *f)
 {
 	struct store_txn *t = NULL;
 	int rc = store_begin(a->st, true, &t);
 
+	memset(f, 0, sizeof *f);
 	if (rc == 0)
-		rc = store_counts_get(t, c);
-	if (rc == 0 && info)
-		rc = store_get_info(a->st, t, info);
-	if (rc == 0 && outbox)
-		rc = store_table_count(t, STORE_T_OUTBOX, outbox);
-	if (rc == 0 && batches)
-		rc = store_table_count(t, STORE_T_BATCH_ACTIVE, batches);
+		rc = store_counts_get(t, &f->c);
+	if (rc == 0 && all)
+		rc = store_get_info(a->st, t, &f->info);
+	if (rc == 0 && all)
+		rc = store_table_count(t, STORE_T_OUTBOX, &f->outbox);
+	if (rc == 0 && all)
+		rc = store_table_count(t, STORE_T_BATCH_ACTIVE, &f->batches);
 	store_abort(t);
 	if (rc)
 		api_reply_err(r, 503, "server_error", NULL, "store_unavailable",
@@ -297,19 +303,19 @@ static void
 h_healthz(struct http_req *r, void *ctx)
 {
 	struct api *a = ctx;
-	struct store_counts c;
+	struct figures f;
 	struct sched_stats ss = { 0 };
 
-	if (!read_figures(a, r, &c, NULL, NULL, NULL))
+	if (!read_figures(a, r, false, &f))
 		return;
 	/* In Progress counts jobs claimed ahead too; calls_in_flight is what
 	 * the upstream sees (at most --concurrency). */
 	if (a->sc)
 		sched_get_stats(a->sc, &ss);
 	http_reply_json(r, 200, json_pack("{s:s, s:{s:I, s:I, s:I, s:I}, s:I}", "status", "ok",
-	    "jobs", "queued", (json_int_t)c.by_state[JOB_QUEUED], "in_progress",
-	    (json_int_t)c.by_state[JOB_IN_PROGRESS], "success",
-	    (json_int_t)c.by_state[JOB_SUCCESS], "failed", (json_int_t)c.by_state[JOB_FAILED],
+	    "jobs", "queued", (json_int_t)f.c.by_state[JOB_QUEUED], "in_progress",
+	    (json_int_t)f.c.by_state[JOB_IN_PROGRESS], "success",
+	    (json_int_t)f.c.by_state[JOB_SUCCESS], "failed", (json_int_t)f.c.by_state[JOB_FAILED],
 	    "calls_in_flight", (json_int_t)ss.in_flight));
 }
 
@@ -329,6 +335,15 @@ metric(struct sl_buf *b, const char *name, const char *type, const char *help, s
 	return rc;
 }
 
+/* A metric of one sample, without labels. */
+static int
+metric1(struct sl_buf *b, const char *name, const char *type, const char *help, uint64_t value)
+{
+	static const char *const none[] = { "" };
+
+	return metric(b, name, type, help, 1, none, &value);
+}
+
 /* GET /metrics: the daemon's figures for a Prometheus scrape. Like
  * /healthz, it needs no key and names no tenant; the counters count from
  * the daemon's start. */
@@ -341,21 +356,17 @@ h_metrics(struct http_req *r, void *ctx)
 		"outcome=\"retried\"", "outcome=\"stale\"", "outcome=\"abandoned\"" };
 	static const char *const deliveries[] = { "outcome=\"delivered\"",
 		"outcome=\"failed\"", "outcome=\"retried\"" };
-	static const char *const none[] = { "" };
 	struct api *a = ctx;
-	struct store_counts c;
-	struct store_info info = { 0 };
+	struct figures f;
 	struct sched_stats ss = { 0 };
 	struct writer_stats ws = { 0 };
 	struct deliver_stats ds = { 0 };
-	uint64_t outbox = 0, batches = 0;
 	struct sl_buf b;
-	uint64_t v[5];
 	char *body;
 	size_t len;
 	int rc = 0;
 
-	if (!read_figures(a, r, &c, &info, &outbox, &batches))
+	if (!read_figures(a, r, true, &f))
 		return;
 	if (a->sc)
 		sched_get_stats(a->sc, &ss);
@@ -364,67 +375,45 @@ h_metrics(struct http_req *r, void *ctx)
 	if (a->dl)
 		deliver_get_stats(a->dl, &ds);
 	sl_buf_init(&b, METRICS_MAX);
-	v[0] = c.by_state[JOB_QUEUED];
-	v[1] = c.by_state[JOB_IN_PROGRESS];
-	v[2] = c.by_state[JOB_SUCCESS];
-	v[3] = c.by_state[JOB_FAILED];
 	rc |= metric(&b, "slowlane_jobs", "gauge", "Stored jobs by state (In Progress includes "
-	    "jobs claimed ahead of a free slot).", 4, states, v);
-	v[0] = a->o.intake ? intake_count(a->o.intake) : 0;
-	rc |= metric(&b, "slowlane_journal_held", "gauge", "Submit records acknowledged from the "
-	    "journal and not yet in the store.", 1, none, v);
-	v[0] = ss.in_flight;
-	rc |= metric(&b, "slowlane_calls_in_flight", "gauge", "Upstream calls running now (at most "
-	    "--concurrency).", 1, none, v);
-	v[0] = a->submitted;
-	rc |= metric(&b, "slowlane_jobs_submitted_total", "counter", "Jobs acknowledged to a "
-	    "submit (each member of a group counts).", 1, none, v);
-	v[0] = ss.started;
-	rc |= metric(&b, "slowlane_calls_started_total", "counter", "Upstream calls started.", 1, none,
-	    v);
-	v[0] = ss.succeeded;
-	v[1] = ss.failed;
-	v[2] = ss.retried;
-	v[3] = ss.stale;
-	v[4] = ss.abandoned;
+	    "jobs claimed ahead of a free slot).", 4, states, (const uint64_t[]){
+	    f.c.by_state[JOB_QUEUED], f.c.by_state[JOB_IN_PROGRESS], f.c.by_state[JOB_SUCCESS],
+	    f.c.by_state[JOB_FAILED] });
+	rc |= metric1(&b, "slowlane_journal_held", "gauge", "Submit records acknowledged from "
+	    "the journal and not yet in the store.", a->o.intake ? intake_count(a->o.intake) : 0);
+	rc |= metric1(&b, "slowlane_calls_in_flight", "gauge", "Upstream calls running now (at "
+	    "most --concurrency).", ss.in_flight);
+	rc |= metric1(&b, "slowlane_jobs_submitted_total", "counter", "Jobs acknowledged to a "
+	    "submit (each member of a group counts).", a->submitted);
+	rc |= metric1(&b, "slowlane_calls_started_total", "counter", "Upstream calls started.",
+	    ss.started);
 	rc |= metric(&b, "slowlane_calls_ended_total", "counter", "Upstream calls ended, by what "
 	    "became of their job (stale: its answer came after the job had moved on; "
 	    "abandoned: dropped while running, the job cancelled, changed or expired).", 5,
-	    outcomes, v);
-	v[0] = ss.expired;
-	rc |= metric(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to live.",
-	    1, none, v);
-	v[0] = batches;
-	rc |= metric(&b, "slowlane_batches_active", "gauge", "Batches the batch engine has "
-	    "work for (validating, in progress, finalizing or cancelling).", 1, none, v);
-	v[0] = outbox;
-	rc |= metric(&b, "slowlane_webhook_outbox", "gauge", "Webhook events stored and not "
-	    "yet delivered or given up (due now or waiting for a retry).", 1, none, v);
-	v[0] = ds.in_flight;
-	rc |= metric(&b, "slowlane_webhook_deliveries_in_flight", "gauge", "Webhook deliveries "
-	    "being sent now.", 1, none, v);
-	v[0] = ds.delivered;
-	v[1] = ds.failed;
-	v[2] = ds.retried;
+	    outcomes, (const uint64_t[]){ ss.succeeded, ss.failed, ss.retried, ss.stale,
+	    ss.abandoned });
+	rc |= metric1(&b, "slowlane_jobs_expired_total", "counter", "Jobs ended by their time to "
+	    "live.", ss.expired);
+	rc |= metric1(&b, "slowlane_batches_active", "gauge", "Batches the batch engine has work "
+	    "for (validating, in progress, finalizing or cancelling).", f.batches);
+	rc |= metric1(&b, "slowlane_webhook_outbox", "gauge", "Webhook events stored and not yet "
+	    "delivered or given up (due now or waiting for a retry).", f.outbox);
+	rc |= metric1(&b, "slowlane_webhook_deliveries_in_flight", "gauge", "Webhook deliveries "
+	    "being sent now.", ds.in_flight);
 	rc |= metric(&b, "slowlane_webhook_deliveries_total", "counter", "Webhook events, by "
 	    "outcome (delivered: a 2xx; failed: given up for good; retried: an attempt "
 	    "failed and is tried again later, so an event may count here more than once).", 3,
-	    deliveries, v);
-	v[0] = ws.commits;
-	rc |= metric(&b, "slowlane_store_commits_total", "counter", "Synced store transactions.", 1,
-	    none, v);
-	v[0] = ws.ops;
-	rc |= metric(&b, "slowlane_store_ops_total", "counter", "Operations applied by the writer.", 1,
-	    none, v);
-	v[0] = ws.appends;
-	rc |= metric(&b, "slowlane_journal_appends_total", "counter", "Synced journal appends.", 1,
-	    none, v);
-	v[0] = info.used_bytes;
-	rc |= metric(&b, "slowlane_store_used_bytes", "gauge", "Bytes of the store's map in use.", 1,
-	    none, v);
-	v[0] = info.map_size;
-	rc |= metric(&b, "slowlane_store_map_bytes", "gauge", "Bytes reserved for the store's map "
-	    "(--map-size).", 1, none, v);
+	    deliveries, (const uint64_t[]){ ds.delivered, ds.failed, ds.retried });
+	rc |= metric1(&b, "slowlane_store_commits_total", "counter", "Synced store transactions.",
+	    ws.commits);
+	rc |= metric1(&b, "slowlane_store_ops_total", "counter", "Operations applied by the "
+	    "writer.", ws.ops);
+	rc |= metric1(&b, "slowlane_journal_appends_total", "counter", "Synced journal appends.",
+	    ws.appends);
+	rc |= metric1(&b, "slowlane_store_used_bytes", "gauge", "Bytes of the store's map in use.",
+	    f.info.used_bytes);
+	rc |= metric1(&b, "slowlane_store_map_bytes", "gauge", "Bytes reserved for the store's map "
+	    "(--map-size).", f.info.map_size);
 	body = rc ? NULL : sl_buf_detach(&b, &len);
 	if (!body) {
 		sl_buf_release(&b);

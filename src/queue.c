@@ -83,15 +83,19 @@ new_attempt_id(void)
  * same transaction). The entry is dropped, so that one damaged job cannot
  * stall every job behind it; `slowlanectl check` reports the record.
  * ix < 0: the inflight index. */
+static const char *
+index_name(int ix)
+{
+	return ix < 0 ? "inflight" : ix == STORE_READY ? "ready" : "expiry";
+}
+
 static int
 drop_dangling(struct store_txn *t, int ix, uint64_t ms, const char *id, int why)
 {
-	static const char *const names[] = { [STORE_READY] = "ready", [STORE_EXPIRY] = "expiry" };
-
 	log_error("queue: job %s: %s; its %s entry is dropped (run slowlanectl check)", id,
 	    why == SL_ENOTFOUND ? "no record" : why == SL_ECORRUPT
 	    ? "its record failed its checksum" : "its record is in another state",
-	    ix < 0 ? "inflight" : names[ix]);
+	    index_name(ix));
 	return ix < 0 ? store_inflight_drop(t, id) : store_index_drop(t, ix, ms, id);
 }
 
@@ -105,7 +109,7 @@ move_stray(struct store_txn *t, enum store_index ix, uint64_t ms, uint64_t want_
 	int rc;
 
 	log_error("queue: job %s: its %s entry says %llu, its record %llu; moved (run "
-	    "slowlanectl check)", id, ix == STORE_READY ? "ready" : "expiry",
+	    "slowlanectl check)", id, index_name((int)ix),
 	    (unsigned long long)ms, (unsigned long long)want_ms);
 	rc = store_index_drop(t, ix, ms, id);
 	return rc ? rc : store_index_put(t, ix, want_ms, id);

@@ -553,7 +553,6 @@ claim_done(struct wr_op *op)
 		claim_reset(c);
 		c->next_due_ms = sl_wall_ms() + 1000; /* try again on the tick */
 	}
-	c->got_tail = NULL;
 	while (c->got) {
 		struct attempt *a = c->got;
 		c->got = a->next;
@@ -657,7 +656,6 @@ static int
 expire_apply(struct store_txn *t, struct wr_op *op)
 {
 	struct expire_op *e = SL_CONTAINER_OF(op, struct expire_op, op);
-
 	int rc;
 
 	e->n_inflight = 0;

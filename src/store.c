@@ -1177,12 +1177,9 @@ int
 store_index_drop(struct store_txn *t, enum store_index ix, uint64_t ms, const char *id)
 {
 	unsigned char k[TIME_KEY_LEN];
-	MDB_val key = { sizeof k, k };
-	int rc;
 
 	store_p_time_key(k, ms, id);
-	rc = mdb_del(t->txn, t->st->dbi[time_db[ix]], &key, NULL);
-	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, store_p_db_names[time_db[ix]]);
+	return del_key(t, time_db[ix], k, sizeof k);
 }
 
 int
@@ -1197,10 +1194,7 @@ store_index_put(struct store_txn *t, enum store_index ix, uint64_t ms, const cha
 int
 store_inflight_drop(struct store_txn *t, const char *id)
 {
-	MDB_val key = { SL_ID_LEN, (void *)id };
-	int rc = mdb_del(t->txn, t->st->dbi[DB_INFLIGHT], &key, NULL);
-
-	return rc == MDB_NOTFOUND ? 0 : store_p_map_rc(rc, "inflight");
+	return del_key(t, DB_INFLIGHT, id, SL_ID_LEN);
 }
 
 int

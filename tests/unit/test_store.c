@@ -271,6 +271,29 @@ tail_pages_freed(void)
 	store_close(r2);
 }
 
+/* Opens a new 16 MiB store in a directory of its own (a test apart from
+ * main's store); fresh_store_close() closes and removes it. */
+static bool
+fresh_store(const char *name)
+{
+	struct store_opts so = { .map_size = 16 << 20, .create = true };
+
+	snprintf(dir, sizeof dir, "%s/slowlane-test-%s-XXXXXX",
+	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", name);
+	if (mkdtemp(dir) && store_open(dir, &so, &st) == 0)
+		return true;
+	ok(0, "a store for the %s test", name);
+	return false;
+}
+
+static void
+fresh_store_close(void)
+{
+	store_close(st);
+	st = NULL;
+	tap_rmrf(dir);
+}
+
 /* Damage behind the store's back, straight to LMDB (no store open): P's
  * record deleted (its index entries left), Q's record made to fail its
  * checksum, R's body deleted, U's ready entry moved to another time, an
@@ -369,7 +392,6 @@ damaged_store(void)
 		"RRRRRRRRRRRRRRRRRRRRR", "SSSSSSSSSSSSSSSSSSSSS", "TTTTTTTTTTTTTTTTTTTTT",
 		"UUUUUUUUUUUUUUUUUUUUU" };
 	static const char G[] = "GGGGGGGGGGGGGGGGGGGGG";
-	struct store_opts so = { .map_size = 16 << 20, .create = true };
 	struct store_check_result res;
 	struct claimed c = { 0 };
 	struct outbox_seen ob;
@@ -381,12 +403,8 @@ damaged_store(void)
 	uint64_t next;
 	int rc;
 
-	snprintf(dir, sizeof dir, "%s/slowlane-test-damaged-XXXXXX",
-	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(dir) || store_open(dir, &so, &st) != 0) {
-		ok(0, "store for the damage tests");
+	if (!fresh_store("damaged"))
 		return;
-	}
 	/* R names a webhook, and R and S make a group that names it too. */
 	webhook_init(&w, "", "https://example.com/h", "", 1);
 	memcpy(g.id, G, sizeof G);
@@ -407,7 +425,7 @@ damaged_store(void)
 	store_commit(t);
 	store_close(st);
 	damage(dir);
-	store_open(dir, &so, &st);
+	store_open(dir, &(struct store_opts){ .map_size = 16 << 20 }, &st);
 
 	t = wtxn();
 	rc = queue_claim(t, 2000, 16, 60000, on_claim, &c, &n, &next);
@@ -456,9 +474,7 @@ damaged_store(void)
 	store_abort(t);
 	ok(rc == 0 && res.problems >= 2, "check still reports what was damaged (%llu problems)",
 	    (unsigned long long)res.problems);
-	store_close(st);
-	st = NULL;
-	tap_rmrf(dir);
+	fresh_store_close();
 }
 
 /* A job given back uncalled (a pause) keeps its place: a claim of one
@@ -466,7 +482,6 @@ damaged_store(void)
 static void
 release_keeps_place(void)
 {
-	struct store_opts so = { .map_size = 16 << 20, .create = true };
 	struct claimed c = { 0 };
 	struct store_txn *t;
 	struct job j;
@@ -474,12 +489,8 @@ release_keeps_place(void)
 	uint64_t next;
 	int rc;
 
-	snprintf(dir, sizeof dir, "%s/slowlane-test-release-XXXXXX",
-	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	if (!mkdtemp(dir) || store_open(dir, &so, &st) != 0) {
-		ok(0, "store for the release test");
+	if (!fresh_store("release"))
 		return;
-	}
 	t = wtxn();
 	j = new_job("AAAAAAAAAAAAAAAAAAAAA", 1000);
 	queue_insert(t, &j, "{}", 2);
@@ -498,9 +509,7 @@ release_keeps_place(void)
 	ok(rc == 0 && n == 1 && strcmp(c.jobs[1].id, "AAAAAAAAAAAAAAAAAAAAA") == 0 &&
 	    get("AAAAAAAAAAAAAAAAAAAAA").attempts == 1,
 	    "released uncalled, A is claimed again before B, queued after it");
-	store_close(st);
-	st = NULL;
-	tap_rmrf(dir);
+	fresh_store_close();
 }
 
 /* idem_sweep: steps of `budget` records walk the whole table through the
